@@ -1,0 +1,1 @@
+"""bilevel-sweeps: Hydra-configured JAX bilevel optimization run as vmap-batched sweeps."""

@@ -1,0 +1,180 @@
+"""Run jobs that share a static config as one ``jax.jit(jax.vmap(run))`` program.
+
+A single ``python -m src.train`` is a batch of one; the batched launcher hands whole
+groups here. Each job brings its validated config and its own output directory (Hydra's
+``HydraConfig`` describes one job per process, so nothing here reads it). Host-side data
+are built per job, stacked along a leading batch axis with the dynamic floats, run,
+unstacked, and written to each job's directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import inspect
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from src.config import RunConfig, unflatten
+from src.tracking import provenance, write_json, write_metrics, write_params
+
+
+@dataclasses.dataclass
+class Job:
+    run: RunConfig
+    out_dir: Path
+    overrides: Sequence[str] = ()
+    name: str = ""
+
+
+def job_data(run: RunConfig) -> dict[str, np.ndarray]:
+    """Host-side data of one job (``objective.data(seed, **options)``)."""
+    from src.outer import objective_of
+
+    objective = objective_of(run.static)
+    params = inspect.signature(objective.data).parameters
+    options = {k: v for k, v in run.tree["objective"].items() if k in params and k != "seed"}
+    return {k: np.asarray(v) for k, v in objective.data(run.seed, **options).items()}
+
+
+def precision_context(precision: str):
+    import jax
+
+    return jax.enable_x64(True) if precision == "float64" else contextlib.nullcontext()
+
+
+def _stack(jobs: Sequence[Job], dtype) -> tuple[dict, Any]:
+    import jax
+    import jax.numpy as jnp
+
+    def cast(x: np.ndarray):
+        return jnp.asarray(x, dtype) if np.issubdtype(x.dtype, np.floating) else jnp.asarray(x)
+
+    keys = [k for k in jobs[0].run.dynamic if k != "seed"]
+    params = {k: cast(np.asarray([j.run.dynamic[k] for j in jobs], np.float64)) for k in keys}
+    datas = [job_data(j.run) for j in jobs]
+    data = {k: cast(np.stack([d[k] for d in datas])) for k in datas[0]}
+    seeds = jnp.asarray([j.run.seed for j in jobs], jnp.uint32)
+    return {"params": params, "data": data}, jax.vmap(jax.random.key)(seeds)
+
+
+def run_batch(
+    jobs: Sequence[Job],
+    on_steps: Callable[[int], None] | None = None,
+    batch_info: dict | None = None,
+) -> list[dict]:
+    """Run jobs with one static config as one vmapped program; write and return summaries."""
+    import jax
+
+    from src.outer import make_run, make_stepper
+
+    static = jobs[0].run.static
+    assert all(j.run.static == static for j in jobs), "a batch needs one static config"
+    precision = jobs[0].run.precision
+    chunk = jobs[0].run.tree.get("chunk_steps")
+    with precision_context(precision):
+        dtype = jax.numpy.float64 if precision == "float64" else jax.numpy.float32
+        dynamic, keys = _stack(jobs, dtype)
+        stepper = make_stepper(static)
+        steps = stepper.steps
+        t0 = time.perf_counter()
+        if not chunk or chunk >= steps:
+            compiled = jax.jit(jax.vmap(make_run(static))).lower(dynamic, keys).compile()
+            compile_s = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            result = jax.block_until_ready(compiled(dynamic, keys))
+            run_s = time.perf_counter() - t1
+            if on_steps:
+                on_steps(steps)
+        else:
+            result, compile_s, run_s = _run_chunked(stepper, dynamic, keys, chunk, on_steps)
+        result = jax.tree.map(np.asarray, result)
+    size = len(jobs)
+    summaries = []
+    for i, job in enumerate(jobs):
+        info = {"size": size, "index": i, "run_s": run_s, "compile_s": compile_s, **(batch_info or {})}
+        summaries.append(write_job(job, jax.tree.map(lambda x: x[i], result), compile_s, run_s / size, info))
+    return summaries
+
+
+def _run_chunked(stepper, dynamic, keys, chunk: int, on_steps):
+    """The same loop in chunks of ``chunk`` outer steps, with progress between chunks."""
+    import jax
+    import jax.numpy as jnp
+
+    t0 = time.perf_counter()
+    init = jax.jit(jax.vmap(stepper.init)).lower(dynamic, keys).compile()
+    carry = init(dynamic, keys)
+    sizes = [chunk] * (stepper.steps // chunk) + ([stepper.steps % chunk] if stepper.steps % chunk else [])
+    programs = {}
+    for n in sorted(set(sizes)):
+        fn = jax.vmap(lambda c, d, n=n: stepper.advance(c, d, n))
+        programs[n] = jax.jit(fn).lower(carry, dynamic).compile()
+    finish = jax.jit(jax.vmap(stepper.finish)).lower(carry, dynamic).compile()
+    compile_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    rows = []
+    for n in sizes:
+        carry, chunk_rows = programs[n](carry, dynamic)
+        rows.append(jax.block_until_ready(chunk_rows))
+        if on_steps:
+            on_steps(n)
+    last = finish(carry, dynamic)
+    metrics = jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=1), *rows, last.metrics)
+    result = jax.block_until_ready(last._replace(metrics=metrics))
+    return result, compile_s, time.perf_counter() - t1
+
+
+def write_job(job: Job, result, compile_s: float, run_s: float, batch: dict) -> dict:
+    """Write one job's metrics, params and summary (last) and return the summary."""
+    out = Path(job.out_dir)
+    diverged = int(result.diverged)
+    metrics = dict(result.metrics)
+    rows = len(next(iter(metrics.values())))
+    keep = rows if diverged < 0 else diverged + 1
+    columns = {"step": np.arange(keep, dtype=np.int64)}
+    columns.update({k: np.asarray(v[:keep]) for k, v in metrics.items()})
+    write_metrics(out, columns)
+    write_params(out, theta=result.theta, w=result.w)
+    final = {k: v[-1].item() for k, v in columns.items()}
+    losses = columns["outer_loss"]
+    best_step = int(np.nanargmin(losses)) if np.isfinite(losses).any() else None
+    summary = {
+        "status": "completed" if diverged < 0 else "diverged",
+        "diverged_step": None if diverged < 0 else diverged,
+        "steps": int(dict(job.run.static)["outer_steps"]),
+        "rows": keep,
+        "final": final,
+        "best": {"step": best_step, "outer_loss": None if best_step is None else float(losses[best_step])},
+        "compile_s": compile_s,
+        "run_s": run_s,
+        "batch": batch,
+        "seed": job.run.seed,
+        "precision": job.run.precision,
+        "objective": job.run.tree["objective"].get("name"),
+        "overrides": list(job.overrides),
+        "config": job.run.tree,
+        "provenance": provenance(),
+    }
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def group_by_static(runs: Sequence[RunConfig]) -> dict[tuple, list[int]]:
+    """Indices of runs grouped by their static config, in first-seen order."""
+    groups: dict[tuple, list[int]] = {}
+    for i, r in enumerate(runs):
+        groups.setdefault(r.static, []).append(i)
+    return groups
+
+
+def static_label(static: tuple) -> str:
+    """A short human label of a static config: its group choices."""
+    tree = unflatten(dict(static))
+    return " ".join(
+        f"{g}={tree[g].get('name', '?')}" for g in ("objective", "inner_solver", "hypergrad", "linear_solver")
+    )

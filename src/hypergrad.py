@@ -1,0 +1,101 @@
+"""Hypergradients ``dF(w*(theta), theta)/dtheta``.
+
+Both methods share one signature, ``method(theta, w_init, u0, data) -> Hypergrad``: they
+solve the inner problem from ``w_init`` themselves (``unrolled`` has to differentiate
+through that solve) and return the inner solution with the hypergradient.
+
+* ``implicit``: with ``v = d_w F`` solve ``H u = v`` (``H = d2_ww G`` as a
+  Hessian-vector product, linearized once) and take
+  ``dF/dtheta = d_theta F - (d2_theta,w G)^T u`` as one VJP.
+* ``unrolled``: reverse mode through the inner ``lax.scan``; ``truncate=K``
+  differentiates only the last ``K`` inner steps.
+
+:func:`exact_hypergrad` is the reference where the objective has a closed form.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.flatten_util import ravel_pytree
+
+from src import inner as inner_lib
+from src import linsolve
+from src.objectives import Objective
+
+
+class Hypergrad(NamedTuple):
+    w: Any  # inner solution at theta
+    grad: Any  # hypergradient, shaped like theta
+    u: Any  # flat solution of the implicit system (zeros for unrolled)
+    inner: inner_lib.InnerInfo
+    linsolve: linsolve.LinsolveInfo
+
+
+def make_implicit(objective: Objective, solver: inner_lib.InnerSolver, lin_cfg: dict) -> Callable:
+    G, F = objective.inner_loss, objective.outer_loss
+    name = lin_cfg["name"]
+    opts = {k: v for k, v in lin_cfg.items() if k not in ("name", "warm_start")}
+    warm = bool(lin_cfg.get("warm_start", False))
+
+    def method(theta, w_init, u0, data) -> Hypergrad:
+        w, inner_info = inner_lib.solve(solver, objective, w_init, theta, data)
+        w = jax.lax.stop_gradient(w)
+        w_flat, unravel = ravel_pytree(w)
+        grad_w = lambda wf, th: ravel_pytree(jax.grad(G)(unravel(wf), th, data))[0]
+        dF_dw, dF_dtheta = jax.grad(F, argnums=(0, 1))(w, theta, data)
+        v = ravel_pytree(dF_dw)[0]
+        _, hvp = jax.linearize(lambda wf: grad_w(wf, theta), w_flat)
+        x0 = u0 if warm else jnp.zeros_like(v)
+        u, lin_info = linsolve.solve(name, hvp, v, x0, **opts)
+        _, vjp_theta = jax.vjp(lambda th: grad_w(w_flat, th), theta)
+        hg = jax.tree.map(jnp.subtract, dF_dtheta, vjp_theta(u)[0])
+        return Hypergrad(w, hg, u, inner_info, lin_info)
+
+    return method
+
+
+def make_unrolled(objective: Objective, solver: inner_lib.InnerSolver, truncate: int | None) -> Callable:
+    F = objective.outer_loss
+    steps = solver.steps
+    detached = 0 if truncate is None else max(steps - truncate, 0)
+
+    def method(theta, w_init, u0, data) -> Hypergrad:
+        def outer_of(th):
+            if solver.exact is not None:
+                w = solver.exact(th, data)
+            else:
+                state = solver.init(w_init, th, data)
+                state = inner_lib.run_steps(solver, state, th, data, detached)
+                state = jax.lax.stop_gradient(state) if detached else state
+                w = solver.params(inner_lib.run_steps(solver, state, th, data, steps - detached))
+            return F(w, th, data), w
+
+        (_, w), hg = jax.value_and_grad(outer_of, has_aux=True)(theta)
+        w = jax.lax.stop_gradient(w)
+        grad_norm = optax.tree.norm(jax.grad(objective.inner_loss)(w, theta, data))
+        iterations = jnp.asarray(0 if solver.exact is not None else steps, jnp.int32)
+        nan = jnp.asarray(jnp.nan, grad_norm.dtype)
+        lin_info = linsolve.LinsolveInfo(jnp.asarray(0, jnp.int32), nan, jnp.asarray(True))
+        return Hypergrad(w, hg, u0, inner_lib.InnerInfo(iterations, grad_norm), lin_info)
+
+    return method
+
+
+def make_hypergrad(cfg: dict, objective: Objective, solver: inner_lib.InnerSolver) -> Callable:
+    """The hypergradient method of a merged config (``hypergrad`` and ``linear_solver``)."""
+    if cfg["hypergrad"]["name"] == "unrolled":
+        return make_unrolled(objective, solver, cfg["hypergrad"].get("truncate"))
+    return make_implicit(objective, solver, cfg["linear_solver"])
+
+
+def exact_hypergrad(objective: Objective, theta, data):
+    """Closed-form hypergradient, or autodiff through the closed-form inner solution."""
+    if objective.hypergrad is not None:
+        return objective.hypergrad(theta, data)
+    w_star = objective.inner_solution
+    return jax.grad(lambda th: objective.outer_loss(w_star(th, data), th, data))(theta)

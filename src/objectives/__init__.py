@@ -1,0 +1,44 @@
+"""Bilevel problems as data plus pure functions.
+
+An objective is built by a factory named in its YAML file's ``_target_``. The factory
+takes the *static* options (integers, booleans, strings: anything that fixes shapes)
+and returns an :class:`Objective`. Its ``data(seed, **dynamic)`` function takes the
+seed and the *dynamic* options (floats) and returns, on the host, a dict of arrays with
+the same shapes for every seed; it holds the initial values ``theta0`` and ``w0`` too.
+The data are inputs of the compiled run, so jobs that differ only in seed or in a
+float option share one vmapped program.
+
+All loss functions have the signature ``f(w, theta, data)``; ``w`` and ``theta`` are
+arrays of any shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+Data = dict[str, Any]
+
+
+class Objective(NamedTuple):
+    data: Callable[..., Data]
+    """``(seed, **dynamic options) -> dict`` of numpy arrays, with ``theta0`` and ``w0``."""
+    inner_loss: Callable[[Any, Any, Data], Any]
+    """``G(w, theta, data)``: the inner problem, minimized over ``w``."""
+    outer_loss: Callable[[Any, Any, Data], Any]
+    """``F(w, theta, data)``: the outer problem, evaluated at the inner solution."""
+    metrics: Callable[[Any, Any, Data], dict[str, Any]] | None = None
+    """Scalar metrics of ``(w, theta)`` for the per-step table."""
+    inner_solution: Callable[[Any, Data], Any] | None = None
+    """Closed-form ``w*(theta)`` where one exists (enables ``inner_solver=exact``)."""
+    hypergrad: Callable[[Any, Data], Any] | None = None
+    """Closed-form ``dF(w*(theta), theta)/dtheta``; else autodiff through ``inner_solution``."""
+    symmetric: bool = True
+    """Whether the implicit system is symmetric (gradient-based inner problems are)."""
+    randomness: str = ""
+    """What ``seed`` drives in this problem, in words (``""``: nothing)."""
+
+
+def scalar_theta_metrics(theta) -> dict[str, Any]:
+    """The ``theta`` metric that objectives with a scalar outer variable report."""
+    return {"theta": theta} if getattr(theta, "ndim", 0) == 0 else {}

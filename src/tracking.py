@@ -1,0 +1,125 @@
+"""Where a job's results go: local files (written atomically) and, optionally, wandb.
+
+Local files of a job directory:
+
+* ``metrics.parquet``: one row per outer step ``t = 0 ... T`` (fewer if it diverged);
+* ``params.npz``: final ``theta`` and ``w``, full arrays;
+* ``summary.json``: status, final metrics, timings and provenance.
+
+Every file is written to a temporary file in the same directory and renamed into
+place, so a crash never leaves a half-written file that aggregation would read.
+``summary.json`` is written last: its ``status`` says whether the job is complete.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import math
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SUMMARY = "summary.json"
+METRICS = "metrics.parquet"
+PARAMS = "params.npz"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.generic | np.ndarray):
+        return _jsonable(x.tolist())
+    if isinstance(x, float) and not math.isfinite(x):
+        return None if math.isnan(x) else (math.inf if x > 0 else -math.inf)
+    return x
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(_jsonable(obj), indent=2, allow_nan=True) + "\n")
+
+
+def read_summary(job_dir: str | os.PathLike) -> dict | None:
+    try:
+        return json.loads((Path(job_dir) / SUMMARY).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_metrics(job_dir: Path, columns: dict[str, np.ndarray]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({k: np.asarray(v) for k, v in columns.items()})
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    atomic_write_bytes(job_dir / METRICS, buf.getvalue())
+
+
+def write_params(job_dir: Path, **arrays: Any) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+    atomic_write_bytes(job_dir / PARAMS, buf.getvalue())
+
+
+@functools.cache
+def provenance() -> dict[str, Any]:
+    """Package versions, the project's git commit and the JAX device (once per process)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import jax
+
+    versions = {}
+    for pkg in ("jax", "jaxlib", "optax", "lineax", "hydra-core", "omegaconf", "numpy", "wandb"):
+        try:
+            versions[pkg] = version(pkg)
+        except PackageNotFoundError:
+            versions[pkg] = None
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        ).stdout.strip() or None
+        dirty = bool(
+            subprocess.run(
+                ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True, text=True, timeout=5,
+            ).stdout.strip()
+        )
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = None, None
+    device = jax.devices()[0]
+    return {
+        "versions": versions,
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "device": f"{device.platform}:{getattr(device, 'device_kind', '')}",
+        "device_count": jax.device_count(),
+    }

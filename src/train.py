@@ -1,0 +1,47 @@
+"""``python -m src.train``: Hydra glue around :func:`train`.
+
+``train(cfg, out_dir) -> summary`` is what tests call: it validates the composed
+config, runs it (a batch of one) and writes the job's files.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from src.config import ConfigError, validate
+
+
+def train(cfg: DictConfig | dict, out_dir: str | Path, overrides=()) -> dict:
+    """Run one job of a composed config into ``out_dir``; returns its summary."""
+    from src.batching import Job, run_batch
+    from src.progress import step_progress
+
+    run = validate(cfg)
+    job = Job(run, Path(out_dir), tuple(overrides))
+    with step_progress(run.tree["outer_steps"], "run") as advance:
+        (summary,) = run_batch([job], on_steps=advance)
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float:
+    from hydra.core.hydra_config import HydraConfig
+
+    from src.progress import print_summary
+
+    hc = HydraConfig.get()
+    try:
+        summary = train(cfg, hc.runtime.output_dir, hc.overrides.task)
+    except ConfigError as err:
+        print(f"Error: {err}", file=sys.stderr)
+        sys.exit(2)
+    print_summary(summary, hc.runtime.output_dir)
+    return summary["final"]["outer_loss"]
+
+
+if __name__ == "__main__":
+    main()
