@@ -2,9 +2,14 @@
 
 Every solver has one signature, ``solve(matvec, b, x0, **opts) -> (x, LinsolveInfo)``,
 on flat vectors; ``H`` is only reached through ``matvec`` (a Hessian-vector product)
-except by ``direct``, which materializes it. Krylov methods are lineax's; ``neumann``,
-``identity`` and ``direct`` are a few lines each. Tolerances are traced values (they
+except by ``direct``, which materializes it. Tolerances are traced values (they
 can differ inside one vmapped batch); ``maxiter`` and ``restart`` are static.
+
+The Krylov solvers are written here as ``lax.while_loop``s rather than taken from
+``jax.scipy.sparse.linalg`` (which returns no iteration count) or lineax (whose
+tolerance is scaled elementwise by ``|b|``, which fails on right-hand sides with exact
+zeros, and whose breakdown tests stop CG early on ill-conditioned float32 systems). They
+stop on the conventional ``||H x - b|| <= tol ||b||``, as jax.scipy and the seed do.
 
 The residual ``||H x - b||`` is measured the same way for every solver (one extra
 matvec), so that solvers are compared on one figure.
@@ -28,25 +33,98 @@ class LinsolveInfo(NamedTuple):
 Matvec = Callable[[jax.Array], jax.Array]
 
 
-def _lineax(kind: str) -> Callable:
-    def solve(matvec: Matvec, b, x0, *, tol, maxiter: int, restart: int = 20, **_):
-        import lineax as lx
+def _div(a, b):
+    """``a / b``, 0 where ``b`` is 0 (breakdown of a Krylov recurrence)."""
+    safe = jnp.where(b == 0, 1, b)
+    return jnp.where(b == 0, 0, a / safe)
 
-        structure = jax.ShapeDtypeStruct(b.shape, b.dtype)
-        tags = (lx.symmetric_tag, lx.positive_semidefinite_tag) if kind == "cg" else ()
-        op = lx.FunctionLinearOperator(matvec, structure, tags=tags)
-        common = dict(rtol=tol, atol=0.0, norm=lx.internal.two_norm, max_steps=maxiter)
-        if kind == "cg":
-            solver = lx.CG(**common)
-        elif kind == "gmres":
-            solver = lx.GMRES(**common, restart=min(restart, b.size), stagnation_iters=maxiter)
-        else:
-            solver = lx.BiCGStab(**common)
-        sol = lx.linear_solve(op, b, solver, options={"y0": x0}, throw=False)
-        converged = sol.result == lx.RESULTS.successful
-        return sol.value, sol.stats["num_steps"], converged
 
-    return solve
+def _cg(matvec: Matvec, b, x0, *, tol, maxiter: int, **_):
+    """Conjugate gradients for symmetric positive definite ``H``."""
+    thresh = tol**2 * jnp.vdot(b, b)
+    r = b - matvec(x0)
+
+    def cond(c):
+        k, _, _, _, rs = c
+        return (k < maxiter) & (rs > thresh)
+
+    def body(c):
+        k, x, r, p, rs = c
+        Ap = matvec(p)
+        alpha = _div(rs, jnp.vdot(p, Ap))
+        x, r = x + alpha * p, r - alpha * Ap
+        rs_new = jnp.vdot(r, r)
+        return k + 1, x, r, r + _div(rs_new, rs) * p, rs_new
+
+    k, x, _, _, rs = jax.lax.while_loop(cond, body, (0, x0, r, r, jnp.vdot(r, r)))
+    return x, k, rs <= thresh
+
+
+def _bicgstab(matvec: Matvec, b, x0, *, tol, maxiter: int, **_):
+    """BiCGSTAB (van der Vorst) for general ``H``; two matvecs per iteration."""
+    thresh = tol**2 * jnp.vdot(b, b)
+    r = b - matvec(x0)
+    one = jnp.ones((), b.dtype)
+
+    def cond(c):
+        return (c[0] < maxiter) & (jnp.vdot(c[2], c[2]) > thresh)
+
+    def body(c):
+        k, x, r, rhat, p, v, rho, alpha, omega = c
+        rho_new = jnp.vdot(rhat, r)
+        beta = _div(rho_new, rho) * _div(alpha, omega)
+        p = r + beta * (p - omega * v)
+        v = matvec(p)
+        alpha = _div(rho_new, jnp.vdot(rhat, v))
+        s = r - alpha * v
+        t = matvec(s)
+        omega = _div(jnp.vdot(t, s), jnp.vdot(t, t))
+        return k + 1, x + alpha * p + omega * s, s - omega * t, rhat, p, v, rho_new, alpha, omega
+
+    zero = jnp.zeros_like(b)
+    init = (0, x0, r, r, zero, zero, one, one, one)
+    k, x, r, *_ = jax.lax.while_loop(cond, body, init)
+    return x, k, jnp.vdot(r, r) <= thresh
+
+
+def _gmres(matvec: Matvec, b, x0, *, tol, maxiter: int, restart: int = 20, **_):
+    """Restarted GMRES(m): ``m`` Arnoldi steps (Gram-Schmidt applied twice), then a
+    least-squares solve, until ``||r|| <= tol ||b||``; ``maxiter`` caps Arnoldi steps."""
+    m = min(restart, b.size)
+    cycles = -(-maxiter // m)
+    thresh = tol * jnp.linalg.norm(b)
+
+    def cycle(x):
+        r = b - matvec(x)
+        beta = jnp.linalg.norm(r)
+        V = jnp.zeros((m + 1, b.size), b.dtype).at[0].set(_div(r, beta))
+        H = jnp.zeros((m + 1, m), b.dtype)
+
+        def arnoldi(j, VH):
+            V, H = VH
+            w = matvec(V[j])
+            h = V @ w
+            w = w - V.T @ h
+            h2 = V @ w
+            w = w - V.T @ h2
+            norm = jnp.linalg.norm(w)
+            H = H.at[:, j].set(h + h2).at[j + 1, j].set(norm)
+            return V.at[j + 1].set(_div(w, norm)), H
+
+        V, H = jax.lax.fori_loop(0, m, arnoldi, (V, H))
+        y = jnp.linalg.lstsq(H, jnp.zeros(m + 1, b.dtype).at[0].set(beta))[0]
+        return x + V[:m].T @ y
+
+    def cond(c):
+        return (c[0] < cycles) & (c[2] > thresh)
+
+    def body(c):
+        k, x, _ = c
+        x = cycle(x)
+        return k + 1, x, jnp.linalg.norm(b - matvec(x))
+
+    k, x, res = jax.lax.while_loop(cond, body, (0, x0, jnp.linalg.norm(b - matvec(x0))))
+    return x, k * m, res <= thresh
 
 
 def _neumann(matvec: Matvec, b, x0, *, maxiter: int, step_size, **_):
@@ -71,9 +149,9 @@ def _direct(matvec: Matvec, b, x0, **_):
 
 
 SOLVERS: dict[str, Callable] = {
-    "cg": _lineax("cg"),
-    "gmres": _lineax("gmres"),
-    "bicgstab": _lineax("bicgstab"),
+    "cg": _cg,
+    "gmres": _gmres,
+    "bicgstab": _bicgstab,
     "neumann": _neumann,
     "identity": _identity,
     "direct": _direct,

@@ -97,7 +97,7 @@ def provenance() -> dict[str, Any]:
     import jax
 
     versions = {}
-    for pkg in ("jax", "jaxlib", "optax", "lineax", "hydra-core", "omegaconf", "numpy", "wandb"):
+    for pkg in ("jax", "jaxlib", "optax", "hydra-core", "omegaconf", "numpy", "wandb"):
         try:
             versions[pkg] = version(pkg)
         except PackageNotFoundError:
