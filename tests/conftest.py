@@ -1,0 +1,50 @@
+"""Shared fixtures: compose the real config (conf/) with overrides, run jobs into tmp_path."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CONF = ROOT / "conf"
+SEED_CSV = ROOT / "tests" / "data" / "seed_trajectory.csv"  # copy of shared/reference/
+
+
+def compose(*overrides: str):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return hydra_compose(config_name="train", overrides=list(overrides))
+
+
+@pytest.fixture
+def run_job(tmp_path):
+    """Compose ``overrides``, run the job into a fresh directory, return (summary, metrics)."""
+    from src.train import train
+
+    counter = iter(range(10**6))
+
+    def _run(*overrides: str):
+        out = tmp_path / f"job{next(counter)}"
+        summary = train(compose(*overrides), out, overrides)
+        return summary, pd.read_parquet(out / "metrics.parquet")
+
+    return _run
+
+
+def cli(*args: str, cwd=ROOT, env=None, timeout=600) -> subprocess.CompletedProcess:
+    """Run ``python -m src.train ARGS`` (or another module via ``-m``) as a user would."""
+    full_env = {**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})}
+    cmd = [sys.executable, *args] if args and args[0] == "-m" else [sys.executable, "-m", "src.train", *args]
+    return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def seed_trajectory() -> pd.DataFrame:
+    return pd.read_csv(SEED_CSV)
