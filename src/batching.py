@@ -97,7 +97,7 @@ def run_batch(
     summaries = []
     for i, job in enumerate(jobs):
         info = {"size": size, "index": i, "run_s": run_s, "compile_s": compile_s, **(batch_info or {})}
-        summaries.append(write_job(job, jax.tree.map(lambda x: x[i], result), compile_s, run_s / size, info))
+        summaries.append(write_job(job, jax.tree.map(lambda x, i=i: x[i], result), compile_s, run_s / size, info))
     return summaries
 
 

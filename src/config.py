@@ -141,7 +141,7 @@ def _unwrap(annotation: Any) -> tuple[Any, Interval | None, bool]:
     """(base type, interval, optional) of an annotation such as ``Annotated[int, I] | None``."""
     optional = False
     args = typing.get_args(annotation)
-    if typing.get_origin(annotation) in (typing.Union, getattr(__import__("types"), "UnionType")):
+    if typing.get_origin(annotation) in (typing.Union, __import__("types").UnionType):
         rest = [a for a in args if a is not type(None)]
         optional = len(rest) < len(args)
         annotation = rest[0] if len(rest) == 1 else annotation
@@ -388,24 +388,29 @@ def check_compatible(tree: dict, objective) -> None:
     inner, hg, lin = tree["inner_solver"], tree["hypergrad"], tree["linear_solver"]
     if inner["name"] == "exact" and objective.inner_solution is None:
         raise ConfigError(
-            "inner_solver", "exact",
+            "inner_solver",
+            "exact",
             f"objective {tree['objective'].get('name', tree['objective']['_target_'])!r} has no closed-form "
             "inner solution; choose an iterative inner solver (gd, adam, lbfgs)",
         )
     if hg["name"] == "unrolled":
         if inner.get("tol") is not None and inner["name"] != "exact":
             raise ConfigError(
-                "inner_solver.tol", inner["tol"],
+                "inner_solver.tol",
+                inner["tol"],
                 "null with hypergrad=unrolled: reverse mode cannot pass through a tolerance-stopped "
                 "(lax.while_loop) inner loop",
             )
         if "lbfgs" in str(inner.get("_target_", "")):
             raise ConfigError(
-                "inner_solver", inner["name"],
+                "inner_solver",
+                inner["name"],
                 "a fixed-step solver (gd, adam, ...) with hypergrad=unrolled: lbfgs's line search is a "
                 "lax.while_loop, which reverse mode cannot differentiate",
             )
     if lin["name"] == "cg" and hg["name"] == "implicit" and not objective.symmetric:
         raise ConfigError(
-            "linear_solver", "cg", "gmres, bicgstab, neumann or direct: this objective's implicit system is not symmetric"
+            "linear_solver",
+            "cg",
+            "gmres, bicgstab, neumann or direct: this objective's implicit system is not symmetric",
         )

@@ -27,13 +27,15 @@ def test_run_is_pure_and_vmap_matches_separate_calls():
     jax.tree.map(np.testing.assert_array_equal, a, b)
 
     lrs = jnp.asarray([1e-2, 8e-2])
+
     def with_lr(lr):
         params = {**dyn["params"], "lr": lr, "optimizer.learning_rate": lr}
         return {**dyn, "params": params}
+
     batched = jax.jit(jax.vmap(lambda lr: make_run(run_cfg.static)(with_lr(lr), key)))(lrs)
     for i, lr in enumerate(lrs):
         alone = run(with_lr(lr), key)
-        jax.tree.map(lambda x, y: np.testing.assert_allclose(x[i], y, rtol=1e-5, atol=1e-6), batched, alone)
+        jax.tree.map(lambda x, y, i=i: np.testing.assert_allclose(x[i], y, rtol=1e-5, atol=1e-6), batched, alone)
     # the two learning rates really give two trajectories
     assert not np.allclose(batched.metrics["theta"][0], batched.metrics["theta"][1])
 

@@ -42,9 +42,16 @@ def make(n_train: Annotated[int, Interval(10)] = 600, n_val: Annotated[int, Inte
         noisy = ytr.copy()
         noisy[corrupted] = (ytr[corrupted] + rng.integers(1, CLASSES, corrupted.sum())) % CLASSES
         return {
-            "Xtr": Xtr, "ytr": noisy, "Xva": Xva, "yva": yva, "Xte": Xte, "yte": yte,
-            "corrupted": corrupted, "l2": np.asarray(l2),
-            "theta0": np.full(n_train, theta_init), "w0": np.zeros((X.shape[1], CLASSES)),
+            "Xtr": Xtr,
+            "ytr": noisy,
+            "Xva": Xva,
+            "yva": yva,
+            "Xte": Xte,
+            "yte": yte,
+            "corrupted": corrupted,
+            "l2": np.asarray(l2),
+            "theta0": np.full(n_train, theta_init),
+            "w0": np.zeros((X.shape[1], CLASSES)),
         }
 
     def xent(W, X, y):
@@ -70,6 +77,9 @@ def make(n_train: Annotated[int, Interval(10)] = 600, n_val: Annotated[int, Inte
         }
 
     return Objective(
-        data=data, inner_loss=inner_loss, outer_loss=outer_loss, metrics=metrics,
+        data=data,
+        inner_loss=inner_loss,
+        outer_loss=outer_loss,
+        metrics=metrics,
         randomness="the train/validation/test split and which labels are corrupted",
     )

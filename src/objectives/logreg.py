@@ -21,8 +21,12 @@ def make() -> Objective:
         X, y = load("breast_cancer")
         Xtr, Xva, ytr, yva = standardized_split(X, 2.0 * y - 1.0, test_size=0.5, seed=seed)
         return {
-            "Xtr": Xtr, "ytr": ytr, "Xva": Xva, "yva": yva,
-            "theta0": np.full(X.shape[1], theta_init), "w0": np.zeros(X.shape[1]),
+            "Xtr": Xtr,
+            "ytr": ytr,
+            "Xva": Xva,
+            "yva": yva,
+            "theta0": np.full(X.shape[1], theta_init),
+            "w0": np.zeros(X.shape[1]),
         }
 
     def inner_loss(w, theta, d):
@@ -36,6 +40,9 @@ def make() -> Objective:
         return {"val_loss": outer_loss(w, theta, d), "val_accuracy": jnp.mean(margin > 0)}
 
     return Objective(
-        data=data, inner_loss=inner_loss, outer_loss=outer_loss, metrics=metrics,
+        data=data,
+        inner_loss=inner_loss,
+        outer_loss=outer_loss,
+        metrics=metrics,
         randomness="the train/validation split",
     )

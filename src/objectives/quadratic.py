@@ -9,13 +9,13 @@ eigenvectors, ``B``, ``b`` and ``target``.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import jax.numpy as jnp
 import numpy as np
 
 from src.config import Interval
 from src.objectives import Objective
-
-from typing import Annotated
 
 
 def make(dim_inner: Annotated[int, Interval(1)] = 10, dim_outer: Annotated[int, Interval(1)] = 5) -> Objective:

@@ -23,8 +23,12 @@ def make(per_feature: bool = False) -> Objective:
         mean = ytr.mean()
         shape = (X.shape[1],) if per_feature else ()
         return {
-            "Xtr": Xtr, "ytr": ytr - mean, "Xva": Xva, "yva": yva - mean,
-            "theta0": np.full(shape, theta_init), "w0": np.zeros(X.shape[1]),
+            "Xtr": Xtr,
+            "ytr": ytr - mean,
+            "Xva": Xva,
+            "yva": yva - mean,
+            "theta0": np.full(shape, theta_init),
+            "w0": np.zeros(X.shape[1]),
         }
 
     def inner_loss(w, theta, d):
@@ -44,6 +48,10 @@ def make(per_feature: bool = False) -> Objective:
         return {"val_mse": outer_loss(w, theta, d), "train_mse": train_mse, **scalar_theta_metrics(theta)}
 
     return Objective(
-        data=data, inner_loss=inner_loss, outer_loss=outer_loss, metrics=metrics,
-        inner_solution=inner_solution, randomness="the train/validation split",
+        data=data,
+        inner_loss=inner_loss,
+        outer_loss=outer_loss,
+        metrics=metrics,
+        inner_solution=inner_solution,
+        randomness="the train/validation split",
     )

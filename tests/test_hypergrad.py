@@ -1,0 +1,141 @@
+"""Hypergradients against independent oracles, in float64.
+
+A zoo of problems with closed forms is crossed with the linear solvers (as optimistix's
+tests do); problems without a closed form are checked against central finite
+differences of the outer loss through an inner solution found by Newton's method.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.flatten_util import ravel_pytree
+
+from src.hypergrad import exact_hypergrad, make_implicit, make_unrolled
+from src.inner import make_inner_solver
+from src.objectives import data_cleaning, logreg, quadratic, ridge, toy
+
+ZOO = {
+    "toy": lambda: toy.make(),
+    "quadratic": lambda: quadratic.make(dim_inner=12, dim_outer=4),
+    "ridge": lambda: ridge.make(),
+    "ridge_per_feature": lambda: ridge.make(per_feature=True),
+}
+# solver config, relative tolerance on the hypergradient
+SOLVERS = {
+    "direct": ({"name": "direct"}, 1e-8),
+    "cg": ({"name": "cg", "maxiter": 500, "tol": 1e-12}, 1e-8),
+    "gmres": ({"name": "gmres", "maxiter": 500, "tol": 1e-12, "restart": 20}, 1e-6),
+    "bicgstab": ({"name": "bicgstab", "maxiter": 500, "tol": 1e-12}, 1e-6),
+    "neumann": ({"name": "neumann", "maxiter": 2000, "step_size": 0.08}, 1e-6),
+}
+EXACT = {"name": "exact", "steps": 1, "tol": None}
+
+
+def _problem(name, seed=0):
+    objective = ZOO[name]() if name in ZOO else {"logreg": logreg.make, "data_cleaning": data_cleaning.make}[name]()
+    data = jax.tree.map(jnp.asarray, objective.data(seed))
+    theta = data["theta0"] + 0.3 * jax.random.normal(jax.random.key(seed), jnp.shape(data["theta0"]))
+    return objective, data, theta
+
+
+def _rel(a, b):
+    a, b = ravel_pytree(a)[0], ravel_pytree(b)[0]
+    return float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
+
+
+@pytest.mark.parametrize("solver", list(SOLVERS))
+@pytest.mark.parametrize("problem", list(ZOO))
+def test_implicit_matches_closed_form(problem, solver):
+    lin_cfg, tol = SOLVERS[solver]
+    with jax.enable_x64(True):
+        objective, data, theta = _problem(problem)
+        method = make_implicit(objective, make_inner_solver(EXACT, objective), lin_cfg)
+        w0 = data["w0"]
+        r = method(theta, w0, jnp.zeros(ravel_pytree(w0)[0].shape), data)
+        reference = exact_hypergrad(objective, theta, data)
+        assert _rel(r.grad, reference) < tol
+        assert bool(r.linsolve.converged)
+        if objective.hypergrad is not None:  # the closed form agrees with autodiff through w*
+            auto = jax.grad(lambda th: objective.outer_loss(objective.inner_solution(th, data), th, data))(theta)
+            assert _rel(auto, reference) < 1e-10
+
+
+def test_identity_is_the_jacobian_free_formula():
+    with jax.enable_x64(True):
+        objective, data, theta = _problem("ridge_per_feature")
+        w = objective.inner_solution(theta, data)
+        r = make_implicit(objective, make_inner_solver(EXACT, objective), {"name": "identity"})(
+            theta, w, jnp.zeros_like(w), data
+        )
+        v = jax.grad(objective.outer_loss)(w, theta, data)
+        cross = jax.jacobian(jax.grad(objective.inner_loss), argnums=1)(w, theta, data)  # d2G/dw dtheta
+        expected = jax.grad(objective.outer_loss, argnums=1)(w, theta, data) - cross.T @ v
+        np.testing.assert_allclose(r.grad, expected, rtol=1e-12)
+        assert _rel(r.grad, exact_hypergrad(objective, theta, data)) > 1e-3  # an approximation
+
+
+def _newton(objective, theta, data, w0, iters=30):
+    flat0, unravel = ravel_pytree(w0)
+    g = lambda wf: ravel_pytree(jax.grad(objective.inner_loss)(unravel(wf), theta, data))[0]
+    wf = flat0
+    for _ in range(iters):
+        wf = wf - jnp.linalg.solve(jax.jacfwd(g)(wf), g(wf))
+    return unravel(wf)
+
+
+@pytest.mark.parametrize("problem", ["logreg", "data_cleaning"])
+def test_implicit_matches_finite_differences(problem):
+    with jax.enable_x64(True):
+        objective, data, theta = _problem(problem)
+        w = _newton(objective, theta, data, data["w0"])
+        lin = {"name": "cg", "maxiter": 2000, "tol": 1e-12}
+        r = make_implicit(
+            objective,
+            make_inner_solver(EXACT | {"name": "exact"}, objective._replace(inner_solution=lambda th, d: w)),
+            lin,
+        )(theta, w, jnp.zeros(ravel_pytree(w)[0].size), data)
+        F = lambda th: objective.outer_loss(_newton(objective, th, data, w, iters=8), th, data)
+        eps = 1e-5
+        for i in range(3):
+            direction = jax.random.normal(jax.random.key(100 + i), theta.shape)
+            direction = direction / jnp.linalg.norm(direction)
+            fd = (F(theta + eps * direction) - F(theta - eps * direction)) / (2 * eps)
+            np.testing.assert_allclose(float(jnp.vdot(r.grad, direction)), float(fd), rtol=1e-5, atol=1e-10)
+
+
+def test_unrolled_converged_agrees_with_implicit_and_truncation_approximates():
+    with jax.enable_x64(True):
+        objective, data, theta = _problem("quadratic")
+        gd = {"name": "gd", "_target_": "optax.sgd", "steps": 600, "lr": 0.15, "tol": None}
+        solver = make_inner_solver(gd, objective)
+        u0 = jnp.zeros(data["w0"].size)
+        exact = exact_hypergrad(objective, theta, data)
+        implicit = make_implicit(objective, solver, {"name": "cg", "maxiter": 200, "tol": 1e-12})
+        unrolled = make_unrolled(objective, solver, None)
+        gi = implicit(theta, data["w0"], u0, data).grad
+        gu = unrolled(theta, data["w0"], u0, data).grad
+        assert _rel(gu, gi) < 1e-8 and _rel(gi, exact) < 1e-8
+        truncated = [make_unrolled(objective, solver, k)(theta, data["w0"], u0, data).grad for k in (2, 10, 40)]
+        errors = [_rel(g, exact) for g in truncated]
+        assert errors[0] > errors[1] > errors[2] > 0
+        assert errors[0] > 1e-2  # truncating to 2 steps is a real approximation
+
+
+def test_jaxopt_custom_root_agrees():
+    jaxopt = pytest.importorskip("jaxopt")
+    with jax.enable_x64(True):
+        objective, data, theta = _problem("ridge_per_feature")
+
+        def inner_solve(init, th):
+            return objective.inner_solution(th, data)
+
+        optimality = jax.grad(objective.inner_loss)
+        solver = jaxopt.implicit_diff.custom_root(lambda w, th: optimality(w, th, data))(inner_solve)
+        peer = jax.grad(lambda th: objective.outer_loss(solver(data["w0"], th), th, data))(theta)
+        cg = {"name": "cg", "maxiter": 100, "tol": 1e-12}
+        ours = make_implicit(objective, make_inner_solver(EXACT, objective), cg)(theta, data["w0"], jnp.zeros(10), data)
+        ours = ours.grad
+        assert _rel(ours, peer) < 1e-8

@@ -1,0 +1,99 @@
+"""Problems end to end: recommended settings, seeds, closed forms, a researcher's own objective."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from src.config import ConfigError, validate
+from src.objectives import data_cleaning, logreg, ridge
+from tests.conftest import cli, compose
+
+
+def test_ridge_learns_the_validation_optimal_regularization(run_job):
+    summary, m = run_job(
+        "objective=ridge",
+        "objective.theta_init=0",
+        "inner_solver=exact",
+        "linear_solver=direct",
+        "precision=float64",
+        "outer_steps=200",
+    )
+    d = ridge.make().data(0)
+    X, y, Xv, yv = d["Xtr"], d["ytr"], d["Xva"], d["yva"]
+
+    def val_mse(t):
+        w = np.linalg.solve(X.T @ X / len(X) + np.exp(t) * np.eye(X.shape[1]), X.T @ y / len(X))
+        return np.mean((Xv @ w - yv) ** 2)
+
+    coarse = np.linspace(-12, 6, 1801)
+    best = coarse[np.argmin([val_mse(t) for t in coarse])]
+    fine = np.linspace(best - 0.02, best + 0.02, 4001)
+    best = fine[np.argmin([val_mse(t) for t in fine])]
+    assert abs(summary["final"]["theta"] - best) < 1e-3
+    assert summary["final"]["val_mse"] <= val_mse(best) * (1 + 1e-9)
+    assert m["outer_loss"].iloc[-1] < m["outer_loss"].iloc[0]
+    assert summary["final"]["hypergrad_error"] < 1e-10  # direct solve at the exact inner solution
+
+
+def test_data_cleaning_recommended_settings_clean_the_labels(run_job):
+    summary, m = run_job("objective=data_cleaning")
+    final, first = summary["final"], m.iloc[0]
+    assert final["test_accuracy"] >= 0.92
+    assert final["test_accuracy"] >= first["test_accuracy"] + 0.05
+    assert final["cleaning_recall"] >= 0.8
+    assert first["cleaning_recall"] == 0.0  # uniform weights flag nothing at step 0
+
+
+@pytest.mark.parametrize("module", [ridge, logreg, data_cleaning])
+def test_seed_drives_the_split(module):
+    a, b, again = module.make().data(0), module.make().data(1), module.make().data(0)
+    assert a["Xtr"].shape == b["Xtr"].shape  # one batch can hold both seeds
+    assert not np.array_equal(a["Xtr"], b["Xtr"])
+    for k in a:
+        np.testing.assert_array_equal(a[k], again[k])
+
+
+def test_seed_zero_is_the_documented_split():
+    from sklearn.datasets import load_diabetes
+    from sklearn.model_selection import train_test_split
+
+    X, y = load_diabetes(return_X_y=True)
+    Xtr, _, ytr, _ = train_test_split(X, y, test_size=0.33, random_state=0)
+    d = ridge.make().data(0)
+    np.testing.assert_allclose(d["ytr"], ytr - ytr.mean())
+    np.testing.assert_allclose(d["Xtr"], (Xtr - Xtr.mean(0)) / Xtr.std(0), atol=1e-12)
+
+
+@pytest.mark.parametrize("objective", ["ridge", "logreg", "data_cleaning"])
+def test_different_seeds_different_results_same_seed_same(run_job, objective):
+    _, m0 = run_job(f"objective={objective}", "outer_steps=3", "seed=0")
+    _, m1 = run_job(f"objective={objective}", "outer_steps=3", "seed=1")
+    _, again = run_job(f"objective={objective}", "outer_steps=3", "seed=0")
+    assert m0["outer_loss"].iloc[-1] != m1["outer_loss"].iloc[-1]
+    pd.testing.assert_frame_equal(m0, again)
+
+
+def test_data_cleaning_corrupts_the_requested_fraction():
+    d = data_cleaning.make(n_train=200, n_val=100).data(3, corruption=0.3)
+    assert d["corrupted"].sum() == 60
+    clean = data_cleaning.make(n_train=200, n_val=100).data(3, corruption=0.0)
+    changed = d["ytr"] != clean["ytr"]
+    np.testing.assert_array_equal(changed, d["corrupted"])  # every corrupted label is wrong
+
+
+def test_exact_inner_solver_needs_a_closed_form():
+    with pytest.raises(ConfigError, match="no closed-form inner solution"):
+        validate(compose("objective=logreg", "inner_solver=exact"))
+
+
+def test_own_objective_from_the_readme(tmp_path):
+    out = tmp_path / "own"
+    proc = cli(
+        "hydra.searchpath=[file://examples/conf]", "objective=biased_ridge", "precision=float64", f"hydra.run.dir={out}"
+    )
+    assert proc.returncode == 0, proc.stderr
+    m = pd.read_parquet(out / "metrics.parquet")
+    assert m["hypergrad_error"].max() < 1e-3  # gd inner solver, closed-form reference
+    assert m["outer_loss"].iloc[-1] < 0.01 * m["outer_loss"].iloc[0]
