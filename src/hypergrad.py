@@ -4,8 +4,8 @@ Both methods share one signature, ``method(theta, w_init, u0, data) -> Hypergrad
 solve the inner problem from ``w_init`` themselves (``unrolled`` has to differentiate
 through that solve) and return the inner solution with the hypergradient.
 
-* ``implicit``: with ``v = d_w F`` solve ``H u = v`` (``H = d2_ww G`` as a
-  Hessian-vector product, linearized once) and take
+* ``implicit``: with ``v = d_w F`` solve ``H^T u = v`` (``H = d2_ww G``, its products
+  by reverse mode through ``grad_w G``, symmetric for gradient-based inner problems) and take
   ``dF/dtheta = d_theta F - (d2_theta,w G)^T u`` as one VJP.
 * ``unrolled``: reverse mode through the inner ``lax.scan``; ``truncate=K``
   differentiates only the last ``K`` inner steps.
@@ -43,17 +43,20 @@ def make_implicit(objective: Objective, solver: inner_lib.InnerSolver, lin_cfg: 
     warm = bool(lin_cfg.get("warm_start", False))
 
     def method(theta, w_init, u0, data) -> Hypergrad:
-        w, inner_info = inner_lib.solve(solver, objective, w_init, theta, data)
+        w, iterations = inner_lib.solve(solver, objective, w_init, theta, data)
         w = jax.lax.stop_gradient(w)
         w_flat, unravel = ravel_pytree(w)
         grad_w = lambda wf, th: ravel_pytree(jax.grad(G)(unravel(wf), th, data))[0]
         dF_dw, dF_dtheta = jax.grad(F, argnums=(0, 1))(w, theta, data)
         v = ravel_pytree(dF_dw)[0]
-        _, hvp = jax.linearize(lambda wf: grad_w(wf, theta), w_flat)
+        # H^T u by reverse mode (= H u for the symmetric Hessians of gradient-based inner
+        # problems); its primal output is grad_w G at w, the inner stationarity, for free.
+        # One linearization serves both: the solve uses its w-part, the last VJP its theta-part.
+        g, vjp = jax.vjp(grad_w, w_flat, theta)
         x0 = u0 if warm else jnp.zeros_like(v)
-        u, lin_info = linsolve.solve(name, hvp, v, x0, **opts)
-        _, vjp_theta = jax.vjp(lambda th: grad_w(w_flat, th), theta)
-        hg = jax.tree.map(jnp.subtract, dF_dtheta, vjp_theta(u)[0])
+        u, lin_info = linsolve.solve(name, lambda x: vjp(x)[0], v, x0, **opts)
+        hg = jax.tree.map(jnp.subtract, dF_dtheta, vjp(u)[1])
+        inner_info = inner_lib.InnerInfo(iterations, jnp.linalg.norm(g))
         return Hypergrad(w, hg, u, inner_info, lin_info)
 
     return method

@@ -69,12 +69,11 @@ def run_steps(solver: InnerSolver, state, theta, data, n: int):
     return jax.lax.scan(body, state, None, length=n)[0]
 
 
-def solve(solver: InnerSolver, objective: Objective, w0, theta, data) -> tuple[Any, InnerInfo]:
-    """Solve the inner problem from ``w0``; returns ``w`` and its diagnostics."""
+def solve(solver: InnerSolver, objective: Objective, w0, theta, data) -> tuple[Any, jax.Array]:
+    """Solve the inner problem from ``w0``; returns ``w`` and the number of steps taken."""
     grad_norm = lambda w: optax.tree.norm(jax.grad(objective.inner_loss)(w, theta, data))
     if solver.exact is not None:
-        w = solver.exact(theta, data)
-        return w, InnerInfo(jnp.asarray(0, jnp.int32), grad_norm(w))
+        return solver.exact(theta, data), jnp.asarray(0, jnp.int32)
     state = solver.init(w0, theta, data)
     if solver.tol is None:
         state = run_steps(solver, state, theta, data, solver.steps)
@@ -93,5 +92,4 @@ def solve(solver: InnerSolver, objective: Objective, w0, theta, data) -> tuple[A
 
         inf = jnp.asarray(jnp.inf, jnp.result_type(float))
         iterations, state, _ = jax.lax.while_loop(cond, body, (jnp.asarray(0, jnp.int32), state, inf))
-    w = solver.params(state)
-    return w, InnerInfo(iterations, grad_norm(w))
+    return solver.params(state), iterations

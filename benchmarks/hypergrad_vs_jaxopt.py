@@ -1,0 +1,95 @@
+"""Hypergradient cost: this project vs jaxopt's ``custom_root``; memory of implicit vs unrolled.
+
+Same problem (ridge, logreg), same inner solver (gradient descent, fixed steps, from the
+same start), same number of CG iterations; both jitted. Prints the time of one
+hypergradient (one outer step's work) for both, their ratio, and the two
+hypergradients' relative difference. Then XLA's own memory figure
+(``compiled.memory_analysis()``) for implicit vs unrolled as the inner step count grows.
+
+    python benchmarks/hypergrad_vs_jaxopt.py
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+from src.hypergrad import make_implicit, make_unrolled  # noqa: E402
+from src.inner import make_inner_solver, run_steps  # noqa: E402
+from src.objectives import logreg, ridge  # noqa: E402
+
+INNER_STEPS, CG_ITERS = 100, 20
+
+
+def _time_pair(f, g, x, repeats=300) -> tuple[float, float]:
+    """Median times of ``f(x)`` and ``g(x)``, measured alternately so that load hits both alike."""
+    jax.block_until_ready((f(x), g(x)))
+    times: tuple[list, list] = ([], [])
+    for _ in range(repeats):
+        for fn, out in zip((f, g), times, strict=True):
+            t = time.perf_counter()
+            jax.block_until_ready(fn(x))
+            out.append(time.perf_counter() - t)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
+def compare(name, objective, lr):
+    import jaxopt
+
+    data = jax.tree.map(jnp.asarray, objective.data(0))
+    theta = data["theta0"]
+    gd = {"name": "gd", "_target_": "optax.sgd", "steps": INNER_STEPS, "lr": lr, "tol": None}
+    solver = make_inner_solver(gd, objective)
+    cg = {"name": "cg", "maxiter": CG_ITERS, "tol": 0.0}  # tol 0: both run exactly CG_ITERS iterations
+    ours_method = make_implicit(objective, solver, cg)
+    u0 = jnp.zeros(data["w0"].size)
+    ours = jax.jit(lambda th: ours_method(th, data["w0"], u0, data).grad)
+
+    def inner(w0, th):
+        return solver.params(run_steps(solver, solver.init(w0, th, data), th, data, INNER_STEPS))
+
+    optimality = jax.grad(objective.inner_loss)
+    linsolve = lambda matvec, b: jaxopt.linear_solve.solve_cg(matvec, b, maxiter=CG_ITERS, tol=0.0)
+    rooted = jaxopt.implicit_diff.custom_root(lambda w, th: optimality(w, th, data), solve=linsolve)(inner)
+    peer = jax.jit(jax.grad(lambda th: objective.outer_loss(rooted(data["w0"], th), th, data)))
+
+    t_ours, t_peer = _time_pair(ours, peer, theta)
+    g_ours, g_peer = ours(theta), peer(theta)
+    agree = float(jnp.linalg.norm(g_ours - g_peer) / jnp.linalg.norm(g_peer))
+    print(
+        f"{name:7s} ours {t_ours * 1e3:7.3f} ms | jaxopt {t_peer * 1e3:7.3f} ms | ratio {t_ours / t_peer:5.2f} "
+        f"| relative difference {agree:.1e}"
+    )
+
+
+def memory(objective, lr):
+    data = jax.tree.map(jnp.asarray, objective.data(0))
+    theta, u0 = data["theta0"], jnp.zeros(data["w0"].size)
+    print(f"{'inner steps':>11s} | {'implicit (bytes)':>16s} | {'unrolled (bytes)':>16s}")
+    for steps in (10, 100, 1000):
+        gd = {"name": "gd", "_target_": "optax.sgd", "steps": steps, "lr": lr, "tol": None}
+        solver = make_inner_solver(gd, objective)
+        cg = {"name": "cg", "maxiter": CG_ITERS, "tol": 1e-6}
+        figures = []
+        for method in (make_implicit(objective, solver, cg), make_unrolled(objective, solver, None)):
+            fn = jax.jit(lambda th, m=method: m(th, data["w0"], u0, data).grad)
+            mem = fn.lower(theta).compile().memory_analysis()
+            figures.append(mem.temp_size_in_bytes + mem.output_size_in_bytes)
+        print(f"{steps:11d} | {figures[0]:16,d} | {figures[1]:16,d}")
+
+
+if __name__ == "__main__":
+    print(
+        f"one hypergradient: gd {INNER_STEPS} inner steps + {CG_ITERS} CG iterations, float32, jitted, median of 300 alternating calls"
+    )
+    compare("ridge", ridge.make(), 0.2)
+    compare("logreg", logreg.make(), 0.2)
+    print("\nXLA memory (temp + output) of one hypergradient, logreg:")
+    memory(logreg.make(), 0.2)
