@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import inspect
 import time
 from collections.abc import Callable, Sequence
@@ -32,13 +33,24 @@ class Job:
 
 
 def job_data(run: RunConfig) -> dict[str, np.ndarray]:
-    """Host-side data of one job (``objective.data(seed, **options)``)."""
+    """Host-side data of one job (``objective.data(seed, **options)``), memoized: the jobs
+    of a sweep over learning rates x seeds build each seed's data once."""
     from src.outer import objective_of
 
     objective = objective_of(run.static)
     params = inspect.signature(objective.data).parameters
-    options = {k: v for k, v in run.tree["objective"].items() if k in params and k != "seed"}
-    return {k: np.asarray(v) for k, v in objective.data(run.seed, **options).items()}
+    options = tuple(sorted((k, v) for k, v in run.tree["objective"].items() if k in params and k != "seed"))
+    return _data(run.static, run.seed, options)
+
+
+@functools.lru_cache(maxsize=256)
+def _data(static: tuple, seed: int, options: tuple) -> dict[str, np.ndarray]:
+    from src.outer import objective_of
+
+    data = {k: np.asarray(v) for k, v in objective_of(static).data(seed, **dict(options)).items()}
+    for v in data.values():
+        v.setflags(write=False)
+    return data
 
 
 def precision_context(precision: str):
@@ -62,12 +74,67 @@ def _stack(jobs: Sequence[Job], dtype) -> tuple[dict, Any]:
     return {"params": params, "data": data}, jax.vmap(jax.random.key)(seeds)
 
 
+def enable_compilation_cache(path: str | Path = "outputs/.jax_cache") -> None:
+    """JAX's persistent compilation cache, so that a rerun or resumed sweep does not compile
+    again (``JAX_COMPILATION_CACHE_DIR`` wins when set)."""
+    import os
+
+    import jax
+
+    if jax.config.jax_compilation_cache_dir:
+        return
+    jax.config.update("jax_compilation_cache_dir", os.environ.get("JAX_COMPILATION_CACHE_DIR") or str(Path(path).absolute()))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+_EXECUTABLES: dict = {}
+COMPILATIONS = {"count": 0}  # programs compiled by this process (cache misses)
+
+
+def _compiled(name: str, static: tuple, fn: Callable, *args):
+    """Compile ``fn`` for these argument shapes once per process; ``(executable, compile_s)``."""
+    import jax
+
+    signature = jax.tree.map(lambda x: (x.shape, x.dtype, getattr(x, "sharding", None)), args)
+    key = (name, static, jax.tree.structure(args), tuple(jax.tree.leaves(signature)), jax.config.jax_enable_x64)
+    if key in _EXECUTABLES:
+        return _EXECUTABLES[key], 0.0
+    t = time.perf_counter()
+    COMPILATIONS["count"] += 1
+    _EXECUTABLES[key] = jax.jit(fn).lower(*args).compile()
+    return _EXECUTABLES[key], time.perf_counter() - t
+
+
+def _pad(tree, size: int, target: int):
+    """Repeat the last member so the batch axis has ``target`` entries (outputs are dropped)."""
+    import jax
+    import jax.numpy as jnp
+
+    if target <= size:
+        return tree
+    return jax.tree.map(lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], target - size, axis=0)]), tree)
+
+
+def _shard(tree):
+    """Shard the batch axis (a multiple of the device count) over the devices."""
+    import jax
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    sharding = NamedSharding(Mesh(np.asarray(jax.devices()), ("batch",)), PartitionSpec("batch"))
+    return jax.device_put(tree, sharding)
+
+
 def run_batch(
     jobs: Sequence[Job],
     on_steps: Callable[[int], None] | None = None,
     batch_info: dict | None = None,
+    pad_to: int = 0,
 ) -> list[dict]:
-    """Run jobs with one static config as one vmapped program; write and return summaries."""
+    """Run jobs with one static config as one vmapped program; write and return summaries.
+
+    The batch is padded to ``pad_to`` members (so the chunks of a large group share one
+    program) and to a multiple of the device count, over which it is then sharded."""
     import jax
 
     from src.outer import make_run, make_stepper
@@ -79,20 +146,23 @@ def run_batch(
     with precision_context(precision):
         dtype = jax.numpy.float64 if precision == "float64" else jax.numpy.float32
         dynamic, keys = _stack(jobs, dtype)
+        target = max(pad_to, len(jobs))
+        target += (-target) % jax.device_count()
+        dynamic, keys = _pad((dynamic, keys), len(jobs), target)
+        if jax.device_count() > 1:
+            dynamic, keys = _shard((dynamic, keys))
         stepper = make_stepper(static)
         steps = stepper.steps
-        t0 = time.perf_counter()
         if not chunk or chunk >= steps:
-            compiled = jax.jit(jax.vmap(make_run(static))).lower(dynamic, keys).compile()
-            compile_s = time.perf_counter() - t0
+            compiled, compile_s = _compiled("run", static, jax.vmap(make_run(static)), dynamic, keys)
             t1 = time.perf_counter()
             result = jax.block_until_ready(compiled(dynamic, keys))
             run_s = time.perf_counter() - t1
             if on_steps:
                 on_steps(steps)
         else:
-            result, compile_s, run_s = _run_chunked(stepper, dynamic, keys, chunk, on_steps)
-        result = jax.tree.map(np.asarray, result)
+            result, compile_s, run_s = _run_chunked(static, stepper, dynamic, keys, chunk, on_steps)
+        result = jax.tree.map(lambda x: np.asarray(x)[: len(jobs)], result)
     size = len(jobs)
     summaries = []
     for i, job in enumerate(jobs):
@@ -101,21 +171,21 @@ def run_batch(
     return summaries
 
 
-def _run_chunked(stepper, dynamic, keys, chunk: int, on_steps):
+def _run_chunked(static, stepper, dynamic, keys, chunk: int, on_steps):
     """The same loop in chunks of ``chunk`` outer steps, with progress between chunks."""
     import jax
     import jax.numpy as jnp
 
-    t0 = time.perf_counter()
-    init = jax.jit(jax.vmap(stepper.init)).lower(dynamic, keys).compile()
+    init, compile_s = _compiled("init", static, jax.vmap(stepper.init), dynamic, keys)
     carry = init(dynamic, keys)
     sizes = [chunk] * (stepper.steps // chunk) + ([stepper.steps % chunk] if stepper.steps % chunk else [])
     programs = {}
     for n in sorted(set(sizes)):
         fn = jax.vmap(lambda c, d, n=n: stepper.advance(c, d, n))
-        programs[n] = jax.jit(fn).lower(carry, dynamic).compile()
-    finish = jax.jit(jax.vmap(stepper.finish)).lower(carry, dynamic).compile()
-    compile_s = time.perf_counter() - t0
+        programs[n], seconds = _compiled(f"advance{n}", static, fn, carry, dynamic)
+        compile_s += seconds
+    finish, seconds = _compiled("finish", static, jax.vmap(stepper.finish), carry, dynamic)
+    compile_s += seconds
     t1 = time.perf_counter()
     rows = []
     for n in sizes:

@@ -19,6 +19,7 @@ objective gets the same checks with no extra code.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import math
 import typing
@@ -208,11 +209,13 @@ def check_fields(prefix: str, given: Mapping[str, Any], fields: Mapping[str, Any
     return out
 
 
+@functools.cache
 def schema_fields(schema: type) -> dict[str, Any]:
     hints = typing.get_type_hints(schema, include_extras=True)
     return {f.name: hints[f.name] for f in dataclasses.fields(schema)}
 
 
+@functools.cache
 def signature_fields(fn: Callable, skip: tuple[str, ...] = ()) -> dict[str, Any]:
     """Parameters of a factory as fields; unannotated ones take their default's type."""
     try:
@@ -243,6 +246,7 @@ def _simple(annotation: Any) -> bool:
     return base in (int, float, bool, str) or typing.get_origin(base) is Literal
 
 
+@functools.cache
 def locate(path: str, key: str) -> Callable:
     """Import the object named by a ``_target_`` string, or raise a ConfigError."""
     from hydra.utils import get_object
@@ -305,7 +309,7 @@ def _group(cfg: Mapping, name: str) -> dict:
 
 def _check_inner(node: dict) -> dict:
     name = node.get("name")
-    fields = schema_fields(InnerSchema)
+    fields = dict(schema_fields(InnerSchema))
     if name == "exact" or "_target_" not in node:
         if name != "exact":
             raise ConfigError("inner_solver.name", name, "'exact', or an optax factory in inner_solver._target_")
@@ -329,17 +333,22 @@ def _check_optimizer(node: dict) -> dict:
     return check_fields("optimizer", node, fields)
 
 
-def _check_objective(node: dict) -> tuple[dict, set[str]]:
-    """Checked objective options and the names of its factory's (static) parameters."""
+def _check_objective(node: dict):
+    """Checked objective options, the names of its factory's (static) parameters, the objective."""
     if "_target_" not in node:
         raise ConfigError("objective._target_", None, "the factory of the objective, e.g. src.objectives.ridge.make")
     factory = locate(node["_target_"], "objective._target_")
     make_fields = signature_fields(factory)
     static_given = {k: v for k, v in node.items() if k in make_fields}
     static_given = check_fields("objective", static_given, make_fields)
-    objective = factory(**static_given)
+    objective = _objective(factory, tuple(sorted(static_given.items())))
     fields = {"_target_": str, "name": str, **make_fields, **signature_fields(objective.data, skip=("seed",))}
     return check_fields("objective", node, fields), set(make_fields), objective
+
+
+@functools.lru_cache(maxsize=64)
+def _objective(factory: Callable, static_items: tuple):
+    return factory(**dict(static_items))
 
 
 def validate(cfg: Mapping) -> RunConfig:

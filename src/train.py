@@ -27,21 +27,34 @@ def train(cfg: DictConfig | dict, out_dir: str | Path, overrides=()) -> dict:
     return summary
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
-def main(cfg: DictConfig) -> float:
+def task(cfg: DictConfig) -> float:
+    """One job (``python -m src.train``, or a multirun under Hydra's basic launcher)."""
     from hydra.core.hydra_config import HydraConfig
 
+    from src.batching import enable_compilation_cache
     from src.progress import print_summary
 
     hc = HydraConfig.get()
     try:
-        summary = train(cfg, hc.runtime.output_dir, hc.overrides.task)
+        validate(cfg)
     except ConfigError as err:
         print(f"Error: {err}", file=sys.stderr)
         sys.exit(2)
+    enable_compilation_cache()
+    summary = train(cfg, hc.runtime.output_dir, hc.overrides.task)
     print_summary(summary, hc.runtime.output_dir)
     return summary["final"]["outer_loss"]
 
+
+def _run_batch(entries, **kwargs) -> list:
+    from src.sweep import run_sweep
+
+    return run_sweep(entries, **kwargs)
+
+
+# Marks the task as batch-aware: the batched launcher hands it all the jobs of a multirun.
+task.run_batch = _run_batch
+main = hydra.main(version_base="1.3", config_path="../conf", config_name="train")(task)
 
 if __name__ == "__main__":
     main()

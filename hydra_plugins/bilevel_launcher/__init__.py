@@ -1,0 +1,1 @@
+"""Hydra plugin package of bilevel-sweeps: the batched launcher (``hydra/launcher=batched``)."""
