@@ -190,7 +190,9 @@ def launch_batched(launcher, job_overrides: Sequence[Sequence[str]], initial_job
     for spec in specs:
         write_hydra_files(spec)
         if has_callbacks:
-            full[spec.idx] = OmegaConf.merge(spec.task, {"hydra": spec.hydra})
+            full[spec.idx] = cfg = copy.deepcopy(spec.task)
+            with open_dict(cfg):
+                cfg.hydra = spec.hydra
             callbacks.on_job_start(config=full[spec.idx], task_function=launcher.task_function)
     results = launcher.task_function.run_batch(
         [(s.task, s.output_dir, s.overrides) for s in specs],

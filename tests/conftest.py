@@ -38,10 +38,10 @@ def run_job(tmp_path):
     return _run
 
 
-def cli(*args: str, cwd=ROOT, env=None, timeout=600) -> subprocess.CompletedProcess:
-    """Run ``python -m src.train ARGS`` (or another module via ``-m``) as a user would."""
+def cli(*args: str, module="src.train", cwd=ROOT, env=None, timeout=600) -> subprocess.CompletedProcess:
+    """Run ``python -m MODULE ARGS`` as a user would."""
     full_env = {**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})}
-    cmd = [sys.executable, *args] if args and args[0] == "-m" else [sys.executable, "-m", "src.train", *args]
+    cmd = [sys.executable, "-m", module, *args]
     return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
