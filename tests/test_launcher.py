@@ -33,7 +33,7 @@ def _jobs(sweep_dir):
 # earlier or later in float32). They get absolute tolerances; the rest rtol.
 FLOOR = {
     "float32": {"hypergrad_error": 1e-4, "inner_grad_norm": 1e-5, "linsolve_residual": 1e-2, "linsolve_iterations": 2},
-    "float64": {"hypergrad_error": 1e-9, "inner_grad_norm": 1e-12, "linsolve_residual": 1e-10},
+    "float64": {"hypergrad_error": 1e-9, "inner_grad_norm": 1e-12, "linsolve_residual": 1e-8},
 }
 
 
