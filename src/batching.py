@@ -90,6 +90,16 @@ def enable_compilation_cache(path: str | Path = "outputs/.jax_cache") -> None:
 
 _EXECUTABLES: dict = {}
 COMPILATIONS = {"count": 0}  # programs compiled by this process (cache misses)
+TIMINGS: dict[str, float] = {}  # seconds spent per phase by this process, for sweep summaries
+
+
+@contextlib.contextmanager
+def timed(phase: str):
+    t = time.perf_counter()
+    try:
+        yield
+    finally:
+        TIMINGS[phase] = TIMINGS.get(phase, 0.0) + time.perf_counter() - t
 
 
 def _compiled(name: str, static: tuple, fn: Callable, *args):
@@ -145,7 +155,8 @@ def run_batch(
     chunk = jobs[0].run.tree.get("chunk_steps")
     with precision_context(precision):
         dtype = jax.numpy.float64 if precision == "float64" else jax.numpy.float32
-        dynamic, keys = _stack(jobs, dtype)
+        with timed("data_s"):
+            dynamic, keys = _stack(jobs, dtype)
         target = max(pad_to, len(jobs))
         target += (-target) % jax.device_count()
         dynamic, keys = _pad((dynamic, keys), len(jobs), target)
@@ -163,11 +174,15 @@ def run_batch(
         else:
             result, compile_s, run_s = _run_chunked(static, stepper, dynamic, keys, chunk, on_steps)
         result = jax.tree.map(lambda x: np.asarray(x)[: len(jobs)], result)
+    TIMINGS["compile_s"] = TIMINGS.get("compile_s", 0.0) + compile_s
+    TIMINGS["run_s"] = TIMINGS.get("run_s", 0.0) + run_s
     size = len(jobs)
     summaries = []
-    for i, job in enumerate(jobs):
-        info = {"size": size, "index": i, "run_s": run_s, "compile_s": compile_s, **(batch_info or {})}
-        summaries.append(write_job(job, jax.tree.map(lambda x, i=i: x[i], result), compile_s, run_s / size, info))
+    with timed("write_s"):
+        for i, job in enumerate(jobs):
+            info = {"size": size, "index": i, "run_s": run_s, "compile_s": compile_s, **(batch_info or {})}
+            member = jax.tree.map(lambda x, i=i: x[i], result)
+            summaries.append(write_job(job, member, compile_s, run_s / size, info))
     return summaries
 
 

@@ -20,6 +20,7 @@ import copy
 import dataclasses
 import logging
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -77,47 +78,65 @@ def to_yaml(container: Any) -> str:
     return yaml.dump(container, default_flow_style=False, allow_unicode=True, sort_keys=False, Dumper=_DUMPER)
 
 
+_PARSER = None
+
+
+def _parse(overrides: Sequence[str]):
+    global _PARSER
+    if _PARSER is None:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        _PARSER = OverridesParser.create()
+    return _PARSER.parse_overrides(list(overrides))
+
+
+def _is_value(o, groups: set) -> bool:
+    """A plain ``key=value`` override of the task config (no group, no +/~/++, not hydra.*)."""
+    simple = not (o.is_delete() or o.is_add() or o.is_force_add() or o.is_hydra_override())
+    return simple and o.package is None and o.key_or_group not in groups
+
+
+def template_key(overrides: Sequence[str], groups: set, parsed=None) -> tuple | None:
+    """Jobs with equal keys compose alike up to their values: the group choices and the
+    overridden keys. ``None`` for a job that must be composed on its own (it adds, deletes
+    or sets hydra keys)."""
+    parsed = parsed if parsed is not None else _parse(overrides)
+    if not all(_is_value(o, groups) or o.key_or_group in groups for o in parsed):
+        return None
+    return (
+        tuple(o.input_line for o in parsed if not _is_value(o, groups)),
+        tuple(o.key_or_group for o in parsed if _is_value(o, groups)),
+    )
+
+
 class JobComposer:
     """Compose the jobs of a multirun, reusing one full composition per template."""
 
     def __init__(self, hydra_context, config: DictConfig):
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-
         self.loader = hydra_context.config_loader
         self.config = config
-        self.parser = OverridesParser.create()
         self.groups = set(config.hydra.runtime.choices)
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
-        self.templates: dict[tuple, tuple[DictConfig, dict]] = {}
+        self.templates: dict[tuple, tuple[dict, dict]] = {}
         self.full_compositions = 0
 
-    def _is_value(self, o) -> bool:
-        simple = not (o.is_delete() or o.is_add() or o.is_force_add() or o.is_hydra_override())
-        return simple and o.package is None and o.key_or_group not in self.groups
-
     def compose(self, idx: int, overrides: Sequence[str]) -> JobSpec:
-        overrides = list(overrides)
-        parsed = self.parser.parse_overrides(overrides)
-        values = [o for o in parsed if self._is_value(o)]
-        key = (
-            tuple(o.input_line for o in parsed if not self._is_value(o)),
-            tuple(o.key_or_group for o in values),
-        )
-        fast = all(self._is_value(o) or o.key_or_group in self.groups for o in parsed)
-        if not fast or key not in self.templates:
-            return self._compose_full(idx, overrides, key if fast else None)
-        task_template, hydra_template = self.templates[key]
         from hydra._internal.config_loader_impl import ConfigLoaderImpl
 
-        task = copy.deepcopy(task_template)
-        ConfigLoaderImpl._apply_overrides_to_config(values, task)
-        hydra = copy.deepcopy(hydra_template)
-        hydra["overrides"]["task"] = overrides
-        job = hydra["job"]
+        overrides = list(overrides)
+        parsed = _parse(overrides)
+        key = template_key(overrides, self.groups, parsed)
+        if key is None or key not in self.templates:
+            return self._compose_full(idx, overrides, key)
+        task_template, hydra_template = self.templates[key]
+        task = OmegaConf.create(task_template, flags={"struct": True})
+        ConfigLoaderImpl._apply_overrides_to_config([o for o in parsed if _is_value(o, self.groups)], task)
+        # the hydra node differs from the template's only here; copy just these paths
+        job = {**hydra_template["job"], "id": str(idx), "num": idx}  # id typed str by Hydra's JobConf
         job["override_dirname"] = _override_dirname(parsed, job["config"]["override_dirname"])
-        job["id"], job["num"] = str(idx), idx  # as typed by Hydra's JobConf
+        hydra = {**hydra_template, "job": job, "overrides": {**hydra_template["overrides"], "task": overrides}}
         output_dir = self._output_dir(hydra, idx)
-        hydra["runtime"]["output_dir"] = str(output_dir)
+        hydra["runtime"] = {**hydra_template["runtime"], "output_dir": str(output_dir)}
         return JobSpec(idx, overrides, task, hydra, output_dir)
 
     def _compose_full(self, idx: int, overrides: list[str], key: tuple | None) -> JobSpec:
@@ -137,8 +156,8 @@ class JobComposer:
             del task["hydra"]
         hydra = OmegaConf.to_container(cfg.hydra, resolve=False, enum_to_str=True)
         if key is not None:
-            self.templates[key] = (task, hydra)
-        return JobSpec(idx, overrides, copy.deepcopy(task), copy.deepcopy(hydra), Path(os.path.abspath(output_dir)))
+            self.templates[key] = (OmegaConf.to_container(task, resolve=False), hydra)
+        return JobSpec(idx, overrides, task, hydra, Path(os.path.abspath(output_dir)))
 
     def _output_dir(self, hydra: dict, idx: int) -> Path:
         subdir = hydra["sweep"]["subdir"]
@@ -183,10 +202,13 @@ def launch_batched(launcher, job_overrides: Sequence[Sequence[str]], initial_job
     configure_log(config.hydra.hydra_logging, config.hydra.verbose)
     composer = JobComposer(launcher.hydra_context, config)
     composer.sweep_dir.mkdir(parents=True, exist_ok=True)
+    t = time.perf_counter()
     specs = [composer.compose(initial_job_idx + i, ovs) for i, ovs in enumerate(job_overrides)]
+    compose_s = time.perf_counter() - t
     callbacks = launcher.hydra_context.callbacks
     has_callbacks = bool(getattr(callbacks, "callbacks", None))
     full = {}
+    t = time.perf_counter()
     for spec in specs:
         write_hydra_files(spec)
         if has_callbacks:
@@ -194,12 +216,14 @@ def launch_batched(launcher, job_overrides: Sequence[Sequence[str]], initial_job
             with open_dict(cfg):
                 cfg.hydra = spec.hydra
             callbacks.on_job_start(config=full[spec.idx], task_function=launcher.task_function)
+    hydra_files_s = time.perf_counter() - t
+    stats = {"full_compositions": composer.full_compositions, "compose_s": compose_s, "hydra_files_s": hydra_files_s}
     results = launcher.task_function.run_batch(
         [(s.task, s.output_dir, s.overrides) for s in specs],
         max_batch_size=launcher.max_batch_size,
         resume=launcher.resume,
         sweep_dir=composer.sweep_dir,
-        stats={"full_compositions": composer.full_compositions},
+        stats=stats,
     )
     returns = []
     for spec, result in zip(specs, results, strict=True):

@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from src.batching import Job, group_by_static, run_batch, static_label
+from src.batching import TIMINGS, Job, group_by_static, run_batch, static_label, timed
 from src.config import ConfigError, validate
 from src.tracking import read_summary, write_json
 
@@ -45,7 +45,8 @@ def run_sweep(
 
     t0 = time.perf_counter()
     compiled_before = COMPILATIONS["count"]
-    runs = validate_all(entries)
+    with timed("validate_s"):
+        runs = validate_all(entries)
     enable_compilation_cache()
     jobs = [Job(r, Path(out), tuple(ovs), Path(out).name) for r, (_, out, ovs) in zip(runs, entries, strict=True)]
     results: list = [None] * len(jobs)
@@ -98,6 +99,7 @@ def run_sweep(
                 "diverged": status.count("diverged"),
                 "failed": status.count("failed"),
                 "wall_s": wall_s,
+                "phases_s": dict(TIMINGS),
                 **(stats or {}),
             },
         )
