@@ -87,7 +87,8 @@ def memory(objective, lr):
 
 if __name__ == "__main__":
     print(
-        f"one hypergradient: gd {INNER_STEPS} inner steps + {CG_ITERS} CG iterations, float32, jitted, median of 300 alternating calls"
+        f"one hypergradient: gd {INNER_STEPS} inner steps + {CG_ITERS} CG iterations, float32, jitted, "
+        "median of 300 alternating calls"
     )
     compare("ridge", ridge.make(), 0.2)
     compare("logreg", logreg.make(), 0.2)

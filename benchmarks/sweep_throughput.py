@@ -4,7 +4,9 @@ Each sweep is a whole ``python -m src.train -m ...`` process (learning rates x 8
 100 outer steps, logreg's recommended inner solver), run after one warm-up run of the
 same command so that both launchers find JAX's persistent compilation cache warm. Prints
 wall times, ratios, each launcher's marginal cost per job (slope of wall time against job
-count) and the per-job share of the bare vmapped computation timed in this process.
+count), and for the batched launcher the per-job share of the bare vmapped computation
+as timed inside the sweep process (``phases_s.run_s`` of its ``sweep_summary.json``) and
+the overhead per job: the slope of (wall time - computation) against job count.
 
     python benchmarks/sweep_throughput.py [--sizes 8 64 512] [--basic-sizes 8 64] [--extra ARGS]
 """
@@ -12,6 +14,7 @@ count) and the per-job share of the bare vmapped computation timed in this proce
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import tempfile
@@ -34,36 +37,18 @@ def sweep_args(n_jobs: int) -> list[str]:
     ]
 
 
-def wall(n_jobs: int, launcher: str, tmp: Path, extra: list[str]) -> float:
+def wall(n_jobs: int, launcher: str, tmp: Path, extra: list[str]) -> tuple[float, float]:
+    """(wall seconds, seconds of computation inside the process) of the timed run."""
     cmd = [sys.executable, "-m", "src.train", "-m", *sweep_args(n_jobs), f"hydra/launcher={launcher}", *extra]
     for attempt in ("warmup", "timed"):
         out = tmp / f"{launcher}-{n_jobs}-{attempt}"
         t = time.perf_counter()
         subprocess.run([*cmd, f"hydra.sweep.dir={out}"], cwd=ROOT, check=True, capture_output=True)
         elapsed = time.perf_counter() - t
-    return elapsed
-
-
-def compute_share(n_jobs: int) -> float:
-    """Seconds per job of the bare jit(vmap(run)) on a batch of n_jobs (compiled, median of 3)."""
-    import jax
-
-    from src.batching import Job, _stack
-    from src.config import validate
-    from src.outer import make_run
-    from tests.conftest import compose
-
-    runs = [validate(compose(*[a.split(",")[0] if a.startswith(("lr=", "seed=")) else a for a in sweep_args(8)]))]
-    jobs = [Job(runs[0]._replace(dynamic={**runs[0].dynamic, "seed": i % SEEDS}), "x") for i in range(n_jobs)]
-    dynamic, keys = _stack(jobs, jax.numpy.float32)
-    fn = jax.jit(jax.vmap(make_run(runs[0].static)))
-    jax.block_until_ready(fn(dynamic, keys))
-    times = []
-    for _ in range(3):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(dynamic, keys))
-        times.append(time.perf_counter() - t)
-    return float(np.median(times)) / n_jobs
+    if launcher == "basic":
+        return elapsed, float("nan")
+    phases = json.loads((out / "sweep_summary.json").read_text())["phases_s"]
+    return elapsed, phases["run_s"]
 
 
 def slope(sizes, times) -> float:
@@ -77,11 +62,12 @@ def main() -> None:
     p.add_argument("--extra", nargs="*", default=[], help="more overrides for every sweep")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        batched = {n: wall(n, "batched", Path(tmp), args.extra) for n in args.sizes}
-        basic = {n: wall(n, "basic", Path(tmp), args.extra) for n in args.basic_sizes}
-    share = compute_share(max(args.sizes))
+        measured = {n: wall(n, "batched", Path(tmp), args.extra) for n in args.sizes}
+        basic = {n: wall(n, "basic", Path(tmp), args.extra)[0] for n in args.basic_sizes}
+    batched = {n: w for n, (w, _) in measured.items()}
     m_batched = slope(list(batched), list(batched.values()))
     m_basic = slope(list(basic), list(basic.values()))
+    m_overhead = slope(list(measured), [w - c for w, c in measured.values()])
     print(f"logreg, lr x {SEEDS} seeds, 100 outer steps; whole processes after one warm-up each")
     print(f"{'jobs':>6} | {'batched (s)':>11} | {'basic (s)':>10} | {'basic/batched':>13}")
     for n in args.sizes:
@@ -94,8 +80,9 @@ def main() -> None:
     print("(* extrapolated from the basic launcher's marginal cost)" if set(args.sizes) - set(basic) else "")
     print(f"marginal cost per job: batched {m_batched * 1e3:.1f} ms | basic {m_basic * 1e3:.1f} ms "
           f"| ratio {m_basic / m_batched:.1f}x")
-    print(f"bare vmapped computation: {share * 1e3:.1f} ms per job (batch {max(args.sizes)})")
-    print(f"batched launcher overhead per job (marginal - computation): {(m_batched - share) * 1e3:.1f} ms")
+    shares = "  ".join(f"{c / n * 1e3:.1f} ms (batch {n})" for n, (_, c) in measured.items())
+    print(f"bare vmapped computation per job, timed inside the sweep: {shares}")
+    print(f"batched launcher overhead per job (slope of wall - computation): {m_overhead * 1e3:.1f} ms")
 
 
 if __name__ == "__main__":
