@@ -78,8 +78,10 @@ def main() -> None:
         mark = "*" if extrapolated else " "
         print(f"{n:6d} | {batched[n]:11.2f} | {b:9.2f}{mark} | {b / batched[n]:12.1f}x")
     print("(* extrapolated from the basic launcher's marginal cost)" if set(args.sizes) - set(basic) else "")
-    print(f"marginal cost per job: batched {m_batched * 1e3:.1f} ms | basic {m_basic * 1e3:.1f} ms "
-          f"| ratio {m_basic / m_batched:.1f}x")
+    print(
+        f"marginal cost per job: batched {m_batched * 1e3:.1f} ms | basic {m_basic * 1e3:.1f} ms "
+        f"| ratio {m_basic / m_batched:.1f}x"
+    )
     shares = "  ".join(f"{c / n * 1e3:.1f} ms (batch {n})" for n, (_, c) in measured.items())
     print(f"bare vmapped computation per job, timed inside the sweep: {shares}")
     print(f"batched launcher overhead per job (slope of wall - computation): {m_overhead * 1e3:.1f} ms")

@@ -83,7 +83,8 @@ def enable_compilation_cache(path: str | Path = "outputs/.jax_cache") -> None:
 
     if jax.config.jax_compilation_cache_dir:
         return
-    jax.config.update("jax_compilation_cache_dir", os.environ.get("JAX_COMPILATION_CACHE_DIR") or str(Path(path).absolute()))
+    where = os.environ.get("JAX_COMPILATION_CACHE_DIR") or str(Path(path).absolute())
+    jax.config.update("jax_compilation_cache_dir", where)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 

@@ -20,7 +20,7 @@ from src.tracking import read_summary, write_json
 def validate_all(entries) -> list:
     """Validate every job before any work; a bad one stops the sweep with its message."""
     runs = []
-    for i, (cfg, out_dir, overrides) in enumerate(entries):
+    for cfg, out_dir, overrides in entries:
         try:
             runs.append(validate(cfg))
         except ConfigError as err:
@@ -82,8 +82,14 @@ def run_sweep(
             progress.end_batch(len(members))
     wall_s = time.perf_counter() - t0
     print_sweep_summary(
-        jobs, summaries, results, n_batches=len(batches), n_groups=len(groups), skipped=len(jobs) - len(pending),
-        wall_s=wall_s, sweep_dir=sweep_dir,
+        jobs,
+        summaries,
+        results,
+        n_batches=len(batches),
+        n_groups=len(groups),
+        skipped=len(jobs) - len(pending),
+        wall_s=wall_s,
+        sweep_dir=sweep_dir,
     )
     if sweep_dir is not None:
         status = [s["status"] if s else "failed" for s in summaries]

@@ -23,7 +23,9 @@ class BatchedLauncherConf:
     resume: bool = True  # skip jobs whose summary.json says completed
 
 
-ConfigStore.instance().store(group="hydra/launcher", name="batched", node=BatchedLauncherConf, provider="bilevel-sweeps")
+ConfigStore.instance().store(
+    group="hydra/launcher", name="batched", node=BatchedLauncherConf, provider="bilevel-sweeps"
+)
 
 
 class BatchedLauncher(Launcher):
