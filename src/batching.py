@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from src.config import RunConfig, unflatten
+from src.config import RunConfig, flatten, unflatten
 from src.tracking import provenance, write_json, write_metrics, write_params
 
 
@@ -141,6 +141,7 @@ def run_batch(
     on_steps: Callable[[int], None] | None = None,
     batch_info: dict | None = None,
     pad_to: int = 0,
+    writer=None,
 ) -> list[dict]:
     """Run jobs with one static config as one vmapped program; write and return summaries.
 
@@ -183,7 +184,7 @@ def run_batch(
         for i, job in enumerate(jobs):
             info = {"size": size, "index": i, "run_s": run_s, "compile_s": compile_s, **(batch_info or {})}
             member = jax.tree.map(lambda x, i=i: x[i], result)
-            summaries.append(write_job(job, member, compile_s, run_s / size, info))
+            summaries.append(write_job(job, member, compile_s, run_s / size, info, writer))
     return summaries
 
 
@@ -215,8 +216,9 @@ def _run_chunked(static, stepper, dynamic, keys, chunk: int, on_steps):
     return result, compile_s, time.perf_counter() - t1
 
 
-def write_job(job: Job, result, compile_s: float, run_s: float, batch: dict) -> dict:
-    """Write one job's metrics, params and summary (last) and return the summary."""
+def write_job(job: Job, result, compile_s: float, run_s: float, batch: dict, writer=None) -> dict:
+    """Write one job's metrics, params and summary (last), hand them to the wandb writer,
+    and return the summary."""
     out = Path(job.out_dir)
     diverged = int(result.diverged)
     metrics = dict(result.metrics)
@@ -247,6 +249,9 @@ def write_job(job: Job, result, compile_s: float, run_s: float, batch: dict) -> 
         "provenance": provenance(),
     }
     write_json(out / "summary.json", summary)
+    if writer is not None:
+        config = {**flatten(job.run.tree), "overrides": " ".join(job.overrides)}
+        writer.submit(out, config, columns, summary, job_type=summary["objective"])
     return summary
 
 

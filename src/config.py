@@ -78,6 +78,16 @@ class RunSchema:
 
 
 @dataclasses.dataclass
+class WandbSchema:
+    mode: Literal["offline", "online", "disabled"] = "offline"
+    project: str | None = "bilevel-sweeps"
+    entity: str | None = None
+    group: str | None = None
+    tags: list | None = None
+    job_type: str | None = None
+
+
+@dataclasses.dataclass
 class InnerSchema:
     """Every inner solver: ``steps`` (and ``lr`` where it has a step size)."""
 
@@ -183,6 +193,8 @@ def check_value(key: str, value: Any, annotation: Any) -> Any:
         return value
     if base is str and not isinstance(value, str):
         raise ConfigError(key, value, "a string")
+    if base is list and not isinstance(value, list | tuple):
+        raise ConfigError(key, value, "a list")
     return value
 
 
@@ -287,6 +299,7 @@ class RunConfig(NamedTuple):
     tree: dict[str, Any]
     static: tuple[tuple[str, Any], ...]
     dynamic: dict[str, float]  # dotted key -> float; "seed" -> int
+    wandb: dict[str, Any] = {"mode": "disabled"}  # noqa: RUF012 - read-only default
 
     @property
     def seed(self) -> int:
@@ -389,7 +402,9 @@ def validate(cfg: Mapping) -> RunConfig:
             dynamic[key] = value
         elif key != "chunk_steps":
             static.append((key, value))
-    return RunConfig(tree, tuple(sorted(static)), dynamic)
+    wandb = check_fields("wandb", dict(cfg.get("wandb") or {}), schema_fields(WandbSchema))
+    wandb.setdefault("mode", "offline")
+    return RunConfig(tree, tuple(sorted(static)), dynamic, wandb)
 
 
 def check_compatible(tree: dict, objective) -> None:

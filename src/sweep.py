@@ -14,7 +14,7 @@ from pathlib import Path
 
 from src.batching import TIMINGS, Job, group_by_static, run_batch, static_label, timed
 from src.config import ConfigError, validate
-from src.tracking import read_summary, write_json
+from src.tracking import WandbWriter, read_summary, write_json
 
 
 def validate_all(entries) -> list:
@@ -41,7 +41,7 @@ def run_sweep(
     """Run ``(config, output_dir, overrides)`` entries; returns each job's final outer loss
     (or the exception that stopped its batch), in order."""
     from src.batching import COMPILATIONS, enable_compilation_cache
-    from src.progress import SweepProgress, print_sweep_summary
+    from src.progress import print_sweep_summary
 
     t0 = time.perf_counter()
     compiled_before = COMPILATIONS["count"]
@@ -64,23 +64,16 @@ def run_sweep(
         members = [pending[m] for m in members]
         for start in range(0, len(members), max_batch_size):
             batches.append((static, members[start : start + max_batch_size], min(len(members), max_batch_size)))
-    with SweepProgress(len(jobs), len(jobs) - len(pending), len(batches)) as progress:
-        for b, (static, members, pad_to) in enumerate(batches):
-            steps = jobs[members[0]].run.tree["outer_steps"]
-            advance = progress.start_batch(b, static_label(static), len(members), steps)
-            info = {"id": b, "label": static_label(static)}
-            try:
-                done = run_batch([jobs[i] for i in members], on_steps=advance, batch_info=info, pad_to=pad_to)
-            except Exception as exc:  # noqa: BLE001 - the batch's jobs fail, the sweep goes on
-                print(f"batch {b} ({static_label(static)}) failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-                for i in members:
-                    results[i] = exc
-                progress.end_batch(len(members))
-                continue
-            for i, summary in zip(members, done, strict=True):
-                summaries[i], results[i] = summary, summary["final"]["outer_loss"]
-            progress.end_batch(len(members))
+    settings = dict(runs[0].wandb) if runs else {"mode": "disabled"}
+    if sweep_dir is not None and not settings.get("group"):
+        settings["group"] = Path(sweep_dir).name
+    writer = WandbWriter(settings, workers=2 if len(pending) > 1 else 0)
+    try:
+        _run_batches(jobs, batches, results, summaries, len(pending), writer)
+    finally:
+        writer.close()
     wall_s = time.perf_counter() - t0
+
     print_sweep_summary(
         jobs,
         summaries,
@@ -110,3 +103,25 @@ def run_sweep(
             },
         )
     return results
+
+
+def _run_batches(jobs, batches, results, summaries, n_pending, writer) -> None:
+    from src.progress import SweepProgress
+
+    with SweepProgress(len(jobs), len(jobs) - n_pending, len(batches)) as progress:
+        for b, (static, members, pad_to) in enumerate(batches):
+            steps = jobs[members[0]].run.tree["outer_steps"]
+            advance = progress.start_batch(b, static_label(static), len(members), steps)
+            info = {"id": b, "label": static_label(static)}
+            try:
+                batch = [jobs[i] for i in members]
+                done = run_batch(batch, on_steps=advance, batch_info=info, pad_to=pad_to, writer=writer)
+            except Exception as exc:  # noqa: BLE001 - the batch's jobs fail, the sweep goes on
+                print(f"batch {b} ({static_label(static)}) failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+                for i in members:
+                    results[i] = exc
+                progress.end_batch(len(members))
+                continue
+            for i, summary in zip(members, done, strict=True):
+                summaries[i], results[i] = summary, summary["final"]["outer_loss"]
+            progress.end_batch(len(members))

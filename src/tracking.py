@@ -128,3 +128,127 @@ def provenance() -> dict[str, Any]:
         "device": f"{device.platform}:{getattr(device, 'device_kind', '')}",
         "device_count": jax.device_count(),
     }
+
+
+# ----------------------------------------------------------------------------- wandb
+def wandb_run_id(out_dir: Path) -> str:
+    """A job's run id, derived from its sweep and job directory: a rerun replaces its run."""
+    import hashlib
+
+    out_dir = Path(out_dir).absolute()
+    digest = hashlib.sha1(str(out_dir.parent).encode()).hexdigest()[:10]
+    return f"{digest}-{out_dir.name}"
+
+
+def log_wandb_run(job_dir: str, settings: dict, config: dict, columns: dict, summary: dict) -> str | None:
+    """Write one job's wandb run into ``job_dir/wandb``; returns an error message or None.
+
+    One history entry per row of ``metrics.parquet`` at its step; the summary holds the final
+    (row T) and best values and the status. Runs in a worker process of :class:`WandbWriter`.
+    """
+    import shutil
+
+    try:
+        import wandb
+
+        shutil.rmtree(Path(job_dir) / "wandb", ignore_errors=True)  # one run per job directory
+        run = wandb.init(
+            mode=settings["mode"],
+            dir=job_dir,
+            project=settings.get("project"),
+            entity=settings.get("entity"),
+            group=settings.get("group"),
+            tags=list(settings.get("tags") or []),
+            job_type=settings.get("job_type"),
+            name=settings.get("name"),
+            id=wandb_run_id(Path(job_dir)),
+            config=config,
+            settings=wandb.Settings(silent=True, console="off", x_disable_stats=True, x_disable_meta=True),
+        )
+        run.define_metric("step")
+        names = [k for k in columns if k != "step"]
+        for name in names:
+            run.define_metric(name, step_metric="step")
+        steps = columns["step"]
+        for i, step in enumerate(steps):
+            run.log({"step": int(step), **{k: _scalar(columns[k][i]) for k in names}}, step=int(step))
+        run.summary.update(
+            {
+                "status": summary["status"],
+                "diverged_step": summary.get("diverged_step"),
+                **{f"final/{k}": _scalar(v) for k, v in summary["final"].items()},
+                **{f"best/{k}": v for k, v in summary["best"].items()},
+                "run_s": summary["run_s"],
+                "compile_s": summary["compile_s"],
+            }
+        )
+        run.finish()
+        return None
+    except BaseException as exc:  # noqa: BLE001 - wandb must never take local outputs down
+        return f"{type(exc).__name__}: {exc}"
+
+
+def _scalar(x):
+    x = x.item() if hasattr(x, "item") else x
+    return int(x) if isinstance(x, bool) else x
+
+
+def _warm_worker() -> None:
+    import wandb  # noqa: F401 - import once per worker, not per run
+
+
+class WandbWriter:
+    """Writes wandb runs, in worker processes off the critical path when ``workers > 0``.
+
+    ``close()`` waits until every run is complete and prints one warning if any failed;
+    local outputs are written before a run is submitted, so a failure loses nothing.
+    """
+
+    def __init__(self, settings: dict | None, workers: int = 0):
+        self.settings = dict(settings or {"mode": "disabled"})
+        self.enabled = self.settings.get("mode", "disabled") != "disabled"
+        self.pool = None
+        self.futures: list = []
+        self.errors: list[str] = []
+        if self.enabled and workers > 0:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            ctx = multiprocessing.get_context("spawn")  # never fork a process that runs JAX
+            self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_warm_worker)
+            for _ in range(workers):  # start the workers now: importing wandb overlaps compilation
+                self.pool.submit(_warm_worker)
+
+    def submit(self, job_dir: Path, config: dict, columns: dict, summary: dict, job_type: str | None) -> None:
+        if not self.enabled:
+            return
+        settings = {**self.settings, "job_type": self.settings.get("job_type") or job_type}
+        settings.setdefault("name", f"{Path(job_dir).parent.name}/{Path(job_dir).name}")
+        columns = {k: np.asarray(v).tolist() for k, v in columns.items()}
+        args = (str(job_dir), settings, config, columns, summary)
+        if self.pool is None:
+            self._done(log_wandb_run(*args))
+        else:
+            self.futures.append(self.pool.submit(log_wandb_run, *args))
+
+    def _done(self, error: str | None) -> None:
+        if error:
+            self.errors.append(error)
+
+    def close(self) -> None:
+        for f in self.futures:
+            try:
+                self._done(f.result())
+            except Exception as exc:  # noqa: BLE001 - a crashed worker is a wandb failure too
+                self._done(f"{type(exc).__name__}: {exc}")
+        self.futures = []
+        if self.pool is not None:
+            self.pool.shutdown()
+            self.pool = None
+        if self.errors:
+            import sys
+
+            print(
+                f"Warning: wandb failed for {len(self.errors)} run(s) (local outputs are complete): {self.errors[0]}",
+                file=sys.stderr,
+            )

@@ -19,11 +19,16 @@ def train(cfg: DictConfig | dict, out_dir: str | Path, overrides=()) -> dict:
     """Run one job of a composed config into ``out_dir``; returns its summary."""
     from src.batching import Job, run_batch
     from src.progress import step_progress
+    from src.tracking import WandbWriter
 
     run = validate(cfg)
     job = Job(run, Path(out_dir), tuple(overrides))
-    with step_progress(run.tree["outer_steps"], "run") as advance:
-        (summary,) = run_batch([job], on_steps=advance)
+    writer = WandbWriter(run.wandb)
+    try:
+        with step_progress(run.tree["outer_steps"], "run") as advance:
+            (summary,) = run_batch([job], on_steps=advance, writer=writer)
+    finally:
+        writer.close()
     return summary
 
 

@@ -48,3 +48,8 @@ def cli(*args: str, module="src.train", cwd=ROOT, env=None, timeout=600) -> subp
 @pytest.fixture(scope="session")
 def seed_trajectory() -> pd.DataFrame:
     return pd.read_csv(SEED_CSV)
+
+
+# wandb is disabled in tests that do not test it (conf/train.yaml reads WANDB_MODE);
+# tests of wandb pass wandb.mode=offline explicitly.
+os.environ.setdefault("WANDB_MODE", "disabled")

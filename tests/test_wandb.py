@@ -1,0 +1,91 @@
+"""wandb: one offline run per job, read back from its .wandb file; failures lose nothing."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests import wandb_file
+from tests.conftest import cli, compose
+
+
+def _run_file(job_dir):
+    files = list((job_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(files) == 1, files  # exactly one run per job directory
+    return files[0]
+
+
+def test_batched_sweep_logs_one_run_per_job(tmp_path):
+    out = tmp_path / "sweep"
+    args = (
+        "-m",
+        "objective=ridge",
+        "lr=0.05,0.1",
+        "seed=0,1",
+        "outer_steps=6",
+        "wandb.mode=offline",
+        f"hydra.sweep.dir={out}",
+    )
+    proc = cli(*args)
+    assert proc.returncode == 0, proc.stderr
+    jobs = sorted((p for p in out.iterdir() if p.is_dir()), key=lambda p: int(p.name))
+    assert len(jobs) == 4
+    ids = set()
+    for job in jobs:
+        f = _run_file(job)
+        m = pd.read_parquet(job / "metrics.parquet")
+        history = wandb_file.history(f)
+        assert [h["step"] for h in history] == list(m["step"])
+        for col in ("outer_loss", "hypergrad_norm", "theta", "val_mse"):
+            np.testing.assert_allclose([h[col] for h in history], m[col], rtol=1e-6)
+        config = wandb_file.config(f)
+        summary = json.loads((job / "summary.json").read_text())
+        assert config["lr"] == summary["config"]["lr"] and config["seed"] == summary["seed"]
+        assert config["inner_solver.steps"] == 100 and config["linear_solver.name"] == "cg"
+        assert f"lr={config['lr']}" in config["overrides"]
+        info = wandb_file.run_info(f)
+        assert info["group"] == "sweep" and info["job_type"] == "ridge"
+        ids.add(info["id"])
+        final = wandb_file.summary(f)
+        assert final["status"] == "completed"
+        assert final["final/outer_loss"] == pytest.approx(m["outer_loss"].iloc[-1], rel=1e-6)
+    assert len(ids) == 4
+
+    # resume: a job rerun replaces its run; still exactly one per job directory
+    (jobs[1] / "summary.json").unlink()
+    proc = cli(*args)
+    assert proc.returncode == 0, proc.stderr
+    for job in jobs:
+        _run_file(job)
+    assert wandb_file.run_info(_run_file(jobs[1]))["id"] == [i for i in ids if i.endswith("-1")][0]
+
+
+def test_wandb_failure_keeps_local_outputs(tmp_path, monkeypatch, capsys):
+    import wandb
+
+    from src.train import train
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("wandb is down")
+
+    monkeypatch.setattr(wandb, "init", broken)
+    summary = train(compose("outer_steps=5", "wandb.mode=offline"), tmp_path / "job")
+    assert summary["status"] == "completed"
+    assert len(pd.read_parquet(tmp_path / "job" / "metrics.parquet")) == 6
+    err = capsys.readouterr().err
+    assert err.count("Warning: wandb failed") == 1 and "wandb is down" in err
+
+
+def test_wandb_failure_in_a_batched_sweep_keeps_local_outputs(tmp_path):
+    out = tmp_path / "sweep"
+    (out / "1").mkdir(parents=True)
+    (out / "1" / "wandb").write_text("not a directory")  # wandb cannot create its folder here
+    proc = cli("-m", "lr=0.01,0.05", "outer_steps=5", "wandb.mode=offline", f"hydra.sweep.dir={out}")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("Warning: wandb failed for 1 run(s)") == 1
+    for job in ("0", "1"):
+        assert json.loads((out / job / "summary.json").read_text())["status"] == "completed"
+    _run_file(out / "0")
