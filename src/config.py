@@ -26,7 +26,7 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal, NamedTuple
 
-RUN_KEYS = ("lr", "seed", "outer_steps", "precision", "chunk_steps")
+RUN_KEYS = ("lr", "seed", "outer_steps", "precision", "chunk_steps", "reference_newton_steps")
 GROUPS = ("objective", "inner_solver", "linear_solver", "hypergrad", "optimizer")
 PRECISIONS = ("float32", "float64")
 
@@ -75,6 +75,7 @@ class RunSchema:
     outer_steps: Annotated[int, PositiveInt] = 100
     precision: Literal["float32", "float64"] = "float32"
     chunk_steps: Annotated[int, PositiveInt] | None = None
+    reference_newton_steps: Annotated[int, PositiveInt] | None = None
 
 
 @dataclasses.dataclass
@@ -381,6 +382,7 @@ def validate(cfg: Mapping) -> RunConfig:
             raise ConfigError(key, None, "a value is required")
     tree: dict[str, Any] = dict(top)
     tree.setdefault("chunk_steps", None)
+    tree.setdefault("reference_newton_steps", None)
     tree["inner_solver"] = _check_inner(_group(cfg, "inner_solver"))
     lin = _group(cfg, "linear_solver")
     if lin.get("name") not in LINEAR_SCHEMAS:

@@ -96,6 +96,22 @@ def make_hypergrad(cfg: dict, objective: Objective, solver: inner_lib.InnerSolve
     return make_implicit(objective, solver, cfg["linear_solver"])
 
 
+def newton_reference(objective: Objective, theta, w, data, steps: int):
+    """Reference hypergradient where no closed form exists: ``steps`` Newton steps from ``w``
+    (dense Hessian, direct solves) to an exactly solved inner problem, then a direct solve of
+    the implicit system there."""
+    w_flat, unravel = ravel_pytree(w)
+    grad_w = lambda wf, th: ravel_pytree(jax.grad(objective.inner_loss)(unravel(wf), th, data))[0]
+
+    def newton(wf, _):
+        return wf - jnp.linalg.solve(jax.jacfwd(grad_w)(wf, theta), grad_w(wf, theta)), None
+
+    w_star = jax.lax.scan(newton, w_flat, None, length=steps)[0]
+    exact = objective._replace(inner_solution=lambda th, d: unravel(w_star))
+    method = make_implicit(exact, inner_lib.make_inner_solver({"name": "exact", "steps": 1}, exact), {"name": "direct"})
+    return method(theta, unravel(w_star), jnp.zeros_like(w_flat), data).grad
+
+
 def exact_hypergrad(objective: Objective, theta, data):
     """Closed-form hypergradient, or autodiff through the closed-form inner solution."""
     if objective.hypergrad is not None:

@@ -27,7 +27,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from src.config import locate, unflatten
-from src.hypergrad import exact_hypergrad, make_hypergrad
+from src.hypergrad import exact_hypergrad, make_hypergrad, newton_reference
 from src.inner import make_inner_solver
 from src.objectives import Objective
 
@@ -87,6 +87,7 @@ def make_stepper(static: Static) -> Stepper:
     static_flat = dict(static)
     objective = objective_of(static)
     steps = int(static_flat["outer_steps"])
+    newton_steps = static_flat.get("reference_newton_steps")
 
     def parts(dynamic):
         cfg = unflatten({**static_flat, **dynamic["params"]})
@@ -107,8 +108,12 @@ def make_stepper(static: Static) -> Stepper:
             "linsolve_iterations": r.linsolve.iterations,
             "linsolve_converged": r.linsolve.converged,
         }
+        exact = None
         if objective.inner_solution is not None:
             exact = exact_hypergrad(objective, carry.theta, data)
+        elif newton_steps:
+            exact = newton_reference(objective, carry.theta, r.w, data, newton_steps)
+        if exact is not None:
             err = optax.tree.norm(jax.tree.map(jnp.subtract, r.grad, exact))
             row["hypergrad_error"] = err / jnp.maximum(optax.tree.norm(exact), jnp.finfo(err.dtype).tiny)
         if objective.metrics is not None:
