@@ -56,7 +56,7 @@ class Interval:
     def __str__(self) -> str:
         lo = "(" if self.open_lo else "["
         hi = ")" if self.open_hi else "]"
-        return f"a number in {lo}{self.lo:g}, {self.hi:g}{hi}"
+        return f"in {lo}{self.lo:g}, {self.hi:g}{hi}"
 
 
 Positive = Interval(0.0, open_lo=True)
@@ -186,11 +186,11 @@ def check_value(key: str, value: Any, annotation: Any) -> Any:
             raise ConfigError(key, value, _describe(base, interval))
         if base is int and (isinstance(value, float) and not value.is_integer()):
             raise ConfigError(key, value, _describe(base, interval))
-        value = base(value)
+        given, value = value, base(value)
         if base is float and not math.isfinite(value):
-            raise ConfigError(key, value, _describe(base, interval))
+            raise ConfigError(key, given, _describe(base, interval))
         if interval is not None and not interval.contains(value):
-            raise ConfigError(key, value, _describe(base, interval))
+            raise ConfigError(key, given, _describe(base, interval))
         return value
     if base is str and not isinstance(value, str):
         raise ConfigError(key, value, "a string")
@@ -208,7 +208,7 @@ def _describe(base: Any, interval: Interval | None) -> str:
         if interval.hi == math.inf:
             return f"an integer >= {interval.lo:g}"
         return f"an integer in [{interval.lo:g}, {interval.hi:g}]"
-    return f"{text}: {interval}"
+    return f"{text} {interval}"
 
 
 def check_fields(prefix: str, given: Mapping[str, Any], fields: Mapping[str, Any]) -> dict:

@@ -205,6 +205,10 @@ def launch_batched(launcher, job_overrides: Sequence[Sequence[str]], initial_job
     t = time.perf_counter()
     specs = [composer.compose(initial_job_idx + i, ovs) for i, ovs in enumerate(job_overrides)]
     compose_s = time.perf_counter() - t
+    check = getattr(launcher.task_function, "validate_batch", None)
+    entries = [(s.task, s.output_dir, s.overrides) for s in specs]
+    # every job is checked before any job directory is written; the result goes to run_batch
+    validated = check(entries) if check is not None else None
     callbacks = launcher.hydra_context.callbacks
     has_callbacks = bool(getattr(callbacks, "callbacks", None))
     full = {}
@@ -219,7 +223,8 @@ def launch_batched(launcher, job_overrides: Sequence[Sequence[str]], initial_job
     hydra_files_s = time.perf_counter() - t
     stats = {"full_compositions": composer.full_compositions, "compose_s": compose_s, "hydra_files_s": hydra_files_s}
     results = launcher.task_function.run_batch(
-        [(s.task, s.output_dir, s.overrides) for s in specs],
+        entries,
+        validated=validated,
         max_batch_size=launcher.max_batch_size,
         resume=launcher.resume,
         sweep_dir=composer.sweep_dir,

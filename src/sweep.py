@@ -30,6 +30,19 @@ def validate_all(entries) -> list:
     return runs
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM (a scheduler's stop) ends the sweep like Ctrl-C: the batch in flight is
+    abandoned, cleanup runs, files already written stay complete."""
+    import signal
+    import threading
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
+
+
 def run_sweep(
     entries: Sequence[tuple],
     *,
@@ -37,6 +50,7 @@ def run_sweep(
     resume: bool = True,
     sweep_dir: Path | None = None,
     stats: dict | None = None,
+    validated: list | None = None,
 ) -> list:
     """Run ``(config, output_dir, overrides)`` entries; returns each job's final outer loss
     (or the exception that stopped its batch), in order."""
@@ -45,8 +59,9 @@ def run_sweep(
 
     t0 = time.perf_counter()
     compiled_before = COMPILATIONS["count"]
+    _stop_on_sigterm()
     with timed("validate_s"):
-        runs = validate_all(entries)
+        runs = validated if validated is not None else validate_all(entries)
     enable_compilation_cache()
     jobs = [Job(r, Path(out), tuple(ovs), Path(out).name) for r, (_, out, ovs) in zip(runs, entries, strict=True)]
     results: list = [None] * len(jobs)

@@ -57,8 +57,15 @@ def _run_batch(entries, **kwargs) -> list:
     return run_sweep(entries, **kwargs)
 
 
+def _validate_batch(entries) -> list:
+    from src.sweep import validate_all
+
+    return validate_all(entries)
+
+
 # Marks the task as batch-aware: the batched launcher hands it all the jobs of a multirun.
 task.run_batch = _run_batch
+task.validate_batch = _validate_batch
 main = hydra.main(version_base="1.3", config_path="../conf", config_name="train")(task)
 
 if __name__ == "__main__":

@@ -1,0 +1,144 @@
+"""Bad input, divergence, interruption and determinism, through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.conftest import ROOT, cli, compose
+
+BAD = [
+    (["lr=abc"], "lr='abc'", "a number in (0, inf]"),
+    (["lr=0"], "lr=0", "a number in (0, inf]"),
+    (["+foo=1"], "foo=1", "unknown key; allowed top-level keys"),
+    (["+inner_solver.bogus=3"], "inner_solver.bogus=3", "unknown key; allowed: _target_, b1"),
+    (["inner_solver.steps=0"], "inner_solver.steps=0", "an integer >= 1"),
+    (["inner_solver.steps=2.5"], "inner_solver.steps=2.5", "an integer >= 1"),
+    (["linear_solver.tol=-1"], "linear_solver.tol=-1", "a number in [0, inf]"),
+    (["precision=float16"], "precision='float16'", "one of float32, float64"),
+    (["objective=data_cleaning", "objective.corruption=1.5"], "objective.corruption=1.5", "in [0, 1]"),
+    (["outer_steps=-3"], "outer_steps=-3", "an integer >= 1"),
+    (["wandb.mode=sometimes"], "wandb.mode='sometimes'", "one of offline, online, disabled"),
+    (["objective=logreg", "inner_solver=exact"], "inner_solver='exact'", "no closed-form inner solution"),
+    (["hypergrad=unrolled", "inner_solver=lbfgs"], "inner_solver='lbfgs'", "reverse mode cannot differentiate"),
+    (["hypergrad=unrolled", "inner_solver.tol=1e-3"], "inner_solver.tol=0.001", "tolerance-stopped"),
+    (["inner_solver._target_=optax.nothing"], "inner_solver._target_='optax.nothing'", "an importable callable"),
+]
+
+
+@pytest.mark.parametrize("args, named, allowed", BAD, ids=[" ".join(a) for a, _, _ in BAD])
+def test_bad_input_is_one_clear_message(args, named, allowed, tmp_path):
+    proc = cli(*args, f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert f"invalid config: {named}: " in proc.stderr and allowed in proc.stderr
+    assert not (tmp_path / "run" / "metrics.parquet").exists()
+
+
+def test_unknown_group_option_lists_the_options(tmp_path):
+    proc = cli("linear_solver=nope", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "Available options in 'linear_solver'" in proc.stderr
+    for option in ("cg", "gmres", "bicgstab", "neumann", "direct", "identity"):
+        assert option in proc.stderr
+
+
+def test_one_bad_job_stops_the_sweep_before_any_work(tmp_path):
+    out = tmp_path / "sweep"
+    proc = cli("-m", "lr=0.1,0.2,-1", f"hydra.sweep.dir={out}")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "job 2 (lr=-1)" in proc.stderr and "lr=-1: a number in (0, inf]" in proc.stderr
+    assert "Nothing was run." in proc.stderr
+    assert not [p for p in out.iterdir() if p.is_dir()]  # no job directory was made
+
+
+def test_divergence_inside_a_batch_leaves_the_others_unaffected(tmp_path, run_job):
+    out = tmp_path / "sweep"
+    proc = cli("-m", "lr=0.05,1e30", "outer_steps=8", f"hydra.sweep.dir={out}")
+    assert proc.returncode == 0, proc.stderr
+    good, bad = (json.loads((out / j / "summary.json").read_text()) for j in ("0", "1"))
+    assert bad["status"] == "diverged" and bad["diverged_step"] == 1  # theta^2 overflows at step 1
+    assert bad["batch"]["size"] == good["batch"]["size"] == 2
+    m_bad = pd.read_parquet(out / "1" / "metrics.parquet")
+    assert list(m_bad["step"]) == [0, 1] and not np.isfinite(m_bad["outer_loss"].iloc[-1])
+    assert good["status"] == "completed"
+    _, alone = run_job("lr=0.05", "outer_steps=8")
+    batched = pd.read_parquet(out / "0" / "metrics.parquet")
+    for col in ("theta", "outer_loss", "hypergrad_norm"):
+        np.testing.assert_allclose(batched[col], alone[col], rtol=1e-5, atol=1e-7)
+    assert "diverged 1" in proc.stderr and "diverged: job 1" in proc.stderr
+
+
+def test_sigint_keeps_completed_jobs_and_resume_finishes(tmp_path):
+    out = tmp_path / "sweep"
+    args = [
+        "-m",
+        "objective=ridge",
+        "linear_solver=cg,gmres,bicgstab",
+        "seed=0,1",
+        "outer_steps=200",
+        f"hydra.sweep.dir={out}",
+    ]
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "src.train", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 240
+    while time.time() < deadline and not list(out.glob("*/summary.json")):
+        time.sleep(0.05)
+    assert list(out.glob("*/summary.json")), "no job completed in time"
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    completed = sorted(p.parent.name for p in out.glob("*/summary.json"))
+    assert 0 < len(completed) < 6
+    for name in completed:
+        assert json.loads((out / name / "summary.json").read_text())["status"] == "completed"
+        assert len(pd.read_parquet(out / name / "metrics.parquet")) == 201
+    assert not list(out.rglob("*.tmp")), "a temporary file was left behind"
+
+    rerun = cli(*args)
+    assert rerun.returncode == 0, rerun.stderr
+    summary = json.loads((out / "sweep_summary.json").read_text())
+    assert summary["resumed"] == len(completed) and summary["completed"] == 6
+    for job in range(6):
+        assert len(pd.read_parquet(out / str(job) / "metrics.parquet")) == 201
+
+
+def test_same_config_and_seed_give_bit_identical_metrics(tmp_path):
+    frames = []
+    for i in range(2):
+        proc = cli("objective=logreg", "outer_steps=5", f"hydra.run.dir={tmp_path / str(i)}")
+        assert proc.returncode == 0, proc.stderr
+        frames.append(pd.read_parquet(tmp_path / str(i) / "metrics.parquet"))
+    pd.testing.assert_frame_equal(frames[0], frames[1], check_exact=True)
+
+
+def test_a_job_gives_the_same_numbers_alone_and_in_batches_of_any_size(tmp_path):
+    from src.batching import Job, run_batch
+    from src.config import validate
+
+    runs = [
+        validate(compose("objective=quadratic", "precision=float64", "outer_steps=10", f"lr={lr}"))
+        for lr in (0.02, 0.05, 0.1, 0.2, 0.3)
+    ]
+    (alone,) = run_batch([Job(runs[0], tmp_path / "alone")])
+    for size in (2, 5):
+        run_batch([Job(r, tmp_path / f"b{size}-{i}") for i, r in enumerate(runs[:size])])
+        a = pd.read_parquet(tmp_path / "alone" / "metrics.parquet")
+        b = pd.read_parquet(tmp_path / f"b{size}-0" / "metrics.parquet")
+        for col in a.columns:
+            np.testing.assert_allclose(b[col].astype(float), a[col].astype(float), rtol=1e-10, atol=1e-14, err_msg=col)
