@@ -28,20 +28,22 @@ sys.path.insert(0, str(ROOT))
 SEEDS = 8
 
 
-def sweep_args(n_jobs: int) -> list[str]:
+def sweep_args(n_jobs: int, wandb: str = "disabled") -> list[str]:
     lrs = np.geomspace(1e-3, 0.3, n_jobs // SEEDS)
     return [
         "objective=logreg",
+        f"wandb.mode={wandb}",
         "lr=" + ",".join(f"{x:.6g}" for x in lrs),
         "seed=" + ",".join(str(s) for s in range(SEEDS)),
     ]
 
 
-def wall(n_jobs: int, launcher: str, tmp: Path, extra: list[str]) -> tuple[float, float]:
+def wall(n_jobs: int, launcher: str, tmp: Path, extra: list[str], wandb: str = "disabled") -> tuple[float, float]:
     """(wall seconds, seconds of computation inside the process) of the timed run."""
-    cmd = [sys.executable, "-m", "src.train", "-m", *sweep_args(n_jobs), f"hydra/launcher={launcher}", *extra]
+    args = sweep_args(n_jobs, wandb)
+    cmd = [sys.executable, "-m", "src.train", "-m", *args, f"hydra/launcher={launcher}", *extra]
     for attempt in ("warmup", "timed"):
-        out = tmp / f"{launcher}-{n_jobs}-{attempt}"
+        out = tmp / f"{launcher}-{n_jobs}-{attempt}-{args[1]}"
         t = time.perf_counter()
         subprocess.run([*cmd, f"hydra.sweep.dir={out}"], cwd=ROOT, check=True, capture_output=True)
         elapsed = time.perf_counter() - t
@@ -68,6 +70,9 @@ def main() -> None:
     m_batched = slope(list(batched), list(batched.values()))
     m_basic = slope(list(basic), list(basic.values()))
     m_overhead = slope(list(measured), [w - c for w, c in measured.values()])
+    with tempfile.TemporaryDirectory() as tmp:  # wandb's cost: the 64-job sweep with wandb offline
+        logged = wall(64, "batched", Path(tmp), args.extra, wandb="offline")[0]
+        logged_basic = wall(64, "basic", Path(tmp), args.extra, wandb="offline")[0]
     print(f"logreg, lr x {SEEDS} seeds, 100 outer steps; whole processes after one warm-up each")
     print(f"{'jobs':>6} | {'batched (s)':>11} | {'basic (s)':>10} | {'basic/batched':>13}")
     for n in args.sizes:
@@ -85,6 +90,10 @@ def main() -> None:
     shares = "  ".join(f"{c / n * 1e3:.1f} ms (batch {n})" for n, (_, c) in measured.items())
     print(f"bare vmapped computation per job, timed inside the sweep: {shares}")
     print(f"batched launcher overhead per job (slope of wall - computation): {m_overhead * 1e3:.1f} ms")
+    print(
+        f"wandb offline, 64 jobs: batched {logged:.2f} s (+{(logged - batched[64]) / 64 * 1e3:.0f} ms per job) | "
+        f"basic {logged_basic:.2f} s | basic/batched {logged_basic / logged:.1f}x"
+    )
 
 
 if __name__ == "__main__":

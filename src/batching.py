@@ -59,19 +59,63 @@ def precision_context(precision: str):
     return jax.enable_x64(True) if precision == "float64" else contextlib.nullcontext()
 
 
+def _cast(x: np.ndarray, dtype):
+    import jax.numpy as jnp
+
+    return jnp.asarray(x, dtype) if np.issubdtype(x.dtype, np.floating) else jnp.asarray(x)
+
+
 def _stack(jobs: Sequence[Job], dtype) -> tuple[dict, Any]:
+    """Flat layout: every leaf, data included, gets a leading axis of one entry per job."""
     import jax
     import jax.numpy as jnp
 
-    def cast(x: np.ndarray):
-        return jnp.asarray(x, dtype) if np.issubdtype(x.dtype, np.floating) else jnp.asarray(x)
-
     keys = [k for k in jobs[0].run.dynamic if k != "seed"]
-    params = {k: cast(np.asarray([j.run.dynamic[k] for j in jobs], np.float64)) for k in keys}
+    params = {k: _cast(np.asarray([j.run.dynamic[k] for j in jobs], np.float64), dtype) for k in keys}
     datas = [job_data(j.run) for j in jobs]
-    data = {k: cast(np.stack([d[k] for d in datas])) for k in datas[0]}
+    data = {k: _cast(np.stack([d[k] for d in datas]), dtype) for k in datas[0]}
     seeds = jnp.asarray([j.run.seed for j in jobs], jnp.uint32)
     return {"params": params, "data": data}, jax.vmap(jax.random.key)(seeds)
+
+
+def _shared_layout(jobs: Sequence[Job], pad_to: int) -> list[list[int]]:
+    """Jobs grouped by the data they use (seed and data options), each group padded by
+    repeating its last job to a common size ``M``: a grid of (datasets, M) job indices."""
+    from src.outer import objective_of
+
+    groups: dict[tuple, list[int]] = {}
+    for i, job in enumerate(jobs):
+        params = inspect.signature(objective_of(job.run.static).data).parameters
+        options = tuple(sorted((k, v) for k, v in job.run.tree["objective"].items() if k in params))
+        groups.setdefault((job.run.seed, options), []).append(i)
+    grid = list(groups.values())
+    m = max(max(len(g) for g in grid), -(-pad_to // len(grid)))
+    return [g + [g[-1]] * (m - len(g)) for g in grid]
+
+
+def _stack_shared(jobs: Sequence[Job], grid: list[list[int]], dtype) -> tuple[dict, Any]:
+    """Shared layout: params and keys are (datasets, M); each dataset's data is stored once."""
+    import jax
+    import jax.numpy as jnp
+
+    keys = [k for k in jobs[0].run.dynamic if k != "seed"]
+    params = {
+        k: _cast(np.asarray([[jobs[i].run.dynamic[k] for i in row] for row in grid], np.float64), dtype) for k in keys
+    }
+    datas = [job_data(jobs[row[0]].run) for row in grid]
+    data = {k: _cast(np.stack([d[k] for d in datas]), dtype) for k in datas[0]}
+    seeds = jnp.asarray([[jobs[i].run.seed for i in row] for row in grid], jnp.uint32)
+    return {"params": params, "data": data}, jax.vmap(jax.vmap(jax.random.key))(seeds)
+
+
+def _vmap_shared(fn: Callable, dynamic_pos: int) -> Callable:
+    """vmap over datasets of vmap over the jobs that share one: inside, the data are
+    unbatched, so the jobs' products with them become one matrix product."""
+    import jax
+
+    inner_axes = [0, 0]
+    inner_axes[dynamic_pos] = {"params": 0, "data": None}
+    return jax.vmap(jax.vmap(fn, in_axes=tuple(inner_axes)))
 
 
 def enable_compilation_cache(path: str | Path = "outputs/.jax_cache") -> None:
@@ -157,25 +201,39 @@ def run_batch(
     chunk = jobs[0].run.tree.get("chunk_steps")
     with precision_context(precision):
         dtype = jax.numpy.float64 if precision == "float64" else jax.numpy.float32
+        shared = jax.device_count() == 1  # several devices: the flat layout, sharded
         with timed("data_s"):
-            dynamic, keys = _stack(jobs, dtype)
-        target = max(pad_to, len(jobs))
-        target += (-target) % jax.device_count()
-        dynamic, keys = _pad((dynamic, keys), len(jobs), target)
-        if jax.device_count() > 1:
-            dynamic, keys = _shard((dynamic, keys))
+            if shared:
+                grid = _shared_layout(jobs, pad_to)
+                dynamic, keys = _stack_shared(jobs, grid, dtype)
+                vmap = _vmap_shared
+            else:
+                dynamic, keys = _stack(jobs, dtype)
+                target = max(pad_to, len(jobs))
+                target += (-target) % jax.device_count()
+                dynamic, keys = _shard(_pad((dynamic, keys), len(jobs), target))
+                vmap = lambda fn, dynamic_pos: jax.vmap(fn)
         stepper = make_stepper(static)
         steps = stepper.steps
         if not chunk or chunk >= steps:
-            compiled, compile_s = _compiled("run", static, jax.vmap(make_run(static)), dynamic, keys)
+            compiled, compile_s = _compiled("run", static, vmap(make_run(static), 0), dynamic, keys)
             t1 = time.perf_counter()
             result = jax.block_until_ready(compiled(dynamic, keys))
             run_s = time.perf_counter() - t1
             if on_steps:
                 on_steps(steps)
         else:
-            result, compile_s, run_s = _run_chunked(static, stepper, dynamic, keys, chunk, on_steps)
-        result = jax.tree.map(lambda x: np.asarray(x)[: len(jobs)], result)
+            result, compile_s, run_s = _run_chunked(static, stepper, dynamic, keys, chunk, on_steps, vmap)
+        if shared:  # back from the (datasets, M) grid to one entry per job
+            first = {}
+            for u, row in enumerate(grid):
+                for m, i in enumerate(row):
+                    first.setdefault(i, (u, m))
+            rows = np.asarray([first[i][0] for i in range(len(jobs))])
+            cols = np.asarray([first[i][1] for i in range(len(jobs))])
+            result = jax.tree.map(lambda x: np.asarray(x)[rows, cols], result)
+        else:
+            result = jax.tree.map(lambda x: np.asarray(x)[: len(jobs)], result)
     TIMINGS["compile_s"] = TIMINGS.get("compile_s", 0.0) + compile_s
     TIMINGS["run_s"] = TIMINGS.get("run_s", 0.0) + run_s
     size = len(jobs)
@@ -188,20 +246,20 @@ def run_batch(
     return summaries
 
 
-def _run_chunked(static, stepper, dynamic, keys, chunk: int, on_steps):
+def _run_chunked(static, stepper, dynamic, keys, chunk: int, on_steps, vmap):
     """The same loop in chunks of ``chunk`` outer steps, with progress between chunks."""
     import jax
     import jax.numpy as jnp
 
-    init, compile_s = _compiled("init", static, jax.vmap(stepper.init), dynamic, keys)
+    init, compile_s = _compiled("init", static, vmap(stepper.init, 0), dynamic, keys)
     carry = init(dynamic, keys)
     sizes = [chunk] * (stepper.steps // chunk) + ([stepper.steps % chunk] if stepper.steps % chunk else [])
     programs = {}
     for n in sorted(set(sizes)):
-        fn = jax.vmap(lambda c, d, n=n: stepper.advance(c, d, n))
+        fn = vmap(lambda c, d, n=n: stepper.advance(c, d, n), 1)
         programs[n], seconds = _compiled(f"advance{n}", static, fn, carry, dynamic)
         compile_s += seconds
-    finish, seconds = _compiled("finish", static, jax.vmap(stepper.finish), carry, dynamic)
+    finish, seconds = _compiled("finish", static, vmap(stepper.finish, 1), carry, dynamic)
     compile_s += seconds
     t1 = time.perf_counter()
     rows = []
@@ -211,7 +269,8 @@ def _run_chunked(static, stepper, dynamic, keys, chunk: int, on_steps):
         if on_steps:
             on_steps(n)
     last = finish(carry, dynamic)
-    metrics = jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=1), *rows, last.metrics)
+    axis = jax.tree.leaves(keys)[0].ndim  # the step axis follows the batch axes
+    metrics = jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=axis), *rows, last.metrics)
     result = jax.block_until_ready(last._replace(metrics=metrics))
     return result, compile_s, time.perf_counter() - t1
 

@@ -17,11 +17,12 @@ from src.config import ConfigError, validate
 
 def train(cfg: DictConfig | dict, out_dir: str | Path, overrides=()) -> dict:
     """Run one job of a composed config into ``out_dir``; returns its summary."""
-    from src.batching import Job, run_batch
+    from src.batching import Job, enable_compilation_cache, run_batch
     from src.progress import step_progress
     from src.tracking import WandbWriter
 
-    run = validate(cfg)
+    run = validate(cfg)  # before any work
+    enable_compilation_cache()
     job = Job(run, Path(out_dir), tuple(overrides))
     writer = WandbWriter(run.wandb)
     try:
@@ -36,17 +37,14 @@ def task(cfg: DictConfig) -> float:
     """One job (``python -m src.train``, or a multirun under Hydra's basic launcher)."""
     from hydra.core.hydra_config import HydraConfig
 
-    from src.batching import enable_compilation_cache
     from src.progress import print_summary
 
     hc = HydraConfig.get()
     try:
-        validate(cfg)
-    except ConfigError as err:
+        summary = train(cfg, hc.runtime.output_dir, hc.overrides.task)
+    except ConfigError as err:  # Hydra would print a traceback for an exception: exit ourselves
         print(f"Error: {err}", file=sys.stderr)
         sys.exit(2)
-    enable_compilation_cache()
-    summary = train(cfg, hc.runtime.output_dir, hc.overrides.task)
     print_summary(summary, hc.runtime.output_dir)
     return summary["final"]["outer_loss"]
 

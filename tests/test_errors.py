@@ -140,5 +140,6 @@ def test_a_job_gives_the_same_numbers_alone_and_in_batches_of_any_size(tmp_path)
         run_batch([Job(r, tmp_path / f"b{size}-{i}") for i, r in enumerate(runs[:size])])
         a = pd.read_parquet(tmp_path / "alone" / "metrics.parquet")
         b = pd.read_parquet(tmp_path / f"b{size}-0" / "metrics.parquet")
-        for col in a.columns:
-            np.testing.assert_allclose(b[col].astype(float), a[col].astype(float), rtol=1e-10, atol=1e-14, err_msg=col)
+        for col in a.columns:  # a converged solve's residual and error sit at the rounding floor
+            floor = {"linsolve_residual": 1e-12, "hypergrad_error": 1e-12, "inner_grad_norm": 1e-12}.get(col, 1e-14)
+            np.testing.assert_allclose(b[col].astype(float), a[col].astype(float), rtol=1e-10, atol=floor, err_msg=col)
