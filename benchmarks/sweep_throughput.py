@@ -43,7 +43,7 @@ def wall(n_jobs: int, launcher: str, tmp: Path, extra: list[str], wandb: str = "
     args = sweep_args(n_jobs, wandb)
     cmd = [sys.executable, "-m", "src.train", "-m", *args, f"hydra/launcher={launcher}", *extra]
     for attempt in ("warmup", "timed"):
-        out = tmp / f"{launcher}-{n_jobs}-{attempt}-{args[1]}"
+        out = tmp / f"{launcher}-{n_jobs}-{attempt}-{wandb}"
         t = time.perf_counter()
         subprocess.run([*cmd, f"hydra.sweep.dir={out}"], cwd=ROOT, check=True, capture_output=True)
         elapsed = time.perf_counter() - t
