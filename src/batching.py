@@ -32,15 +32,20 @@ class Job:
     name: str = ""
 
 
+def _data_key(run: RunConfig) -> tuple[int, tuple]:
+    """What a job's data depend on: its seed and the options of ``objective.data``."""
+    from src.outer import objective_of
+
+    params = inspect.signature(objective_of(run.static).data).parameters
+    options = tuple(sorted((k, v) for k, v in run.tree["objective"].items() if k in params and k != "seed"))
+    return run.seed, options
+
+
 def job_data(run: RunConfig) -> dict[str, np.ndarray]:
     """Host-side data of one job (``objective.data(seed, **options)``), memoized: the jobs
     of a sweep over learning rates x seeds build each seed's data once."""
-    from src.outer import objective_of
-
-    objective = objective_of(run.static)
-    params = inspect.signature(objective.data).parameters
-    options = tuple(sorted((k, v) for k, v in run.tree["objective"].items() if k in params and k != "seed"))
-    return _data(run.static, run.seed, options)
+    seed, options = _data_key(run)
+    return _data(run.static, seed, options)
 
 
 @functools.lru_cache(maxsize=256)
@@ -78,19 +83,19 @@ def _stack(jobs: Sequence[Job], dtype) -> tuple[dict, Any]:
     return {"params": params, "data": data}, jax.vmap(jax.random.key)(seeds)
 
 
-def _shared_layout(jobs: Sequence[Job], pad_to: int) -> list[list[int]]:
-    """Jobs grouped by the data they use (seed and data options), each group padded by
-    repeating its last job to a common size ``M``: a grid of (datasets, M) job indices."""
-    from src.outer import objective_of
-
+def _shared_layout(jobs: Sequence[Job], pad_to: int) -> tuple[list[list[int]], np.ndarray]:
+    """Jobs grouped by the data they use, each group padded by repeating its last job to a
+    common size ``M``: a grid of (datasets, M) job indices, and each job's (dataset, slot)."""
     groups: dict[tuple, list[int]] = {}
     for i, job in enumerate(jobs):
-        params = inspect.signature(objective_of(job.run.static).data).parameters
-        options = tuple(sorted((k, v) for k, v in job.run.tree["objective"].items() if k in params))
-        groups.setdefault((job.run.seed, options), []).append(i)
+        groups.setdefault(_data_key(job.run), []).append(i)
     grid = list(groups.values())
     m = max(max(len(g) for g in grid), -(-pad_to // len(grid)))
-    return [g + [g[-1]] * (m - len(g)) for g in grid]
+    where = np.zeros((len(jobs), 2), int)
+    for u, group in enumerate(grid):
+        for slot, i in enumerate(group):
+            where[i] = u, slot
+    return [g + [g[-1]] * (m - len(g)) for g in grid], where
 
 
 def _stack_shared(jobs: Sequence[Job], grid: list[list[int]], dtype) -> tuple[dict, Any]:
@@ -204,7 +209,7 @@ def run_batch(
         shared = jax.device_count() == 1  # several devices: the flat layout, sharded
         with timed("data_s"):
             if shared:
-                grid = _shared_layout(jobs, pad_to)
+                grid, where = _shared_layout(jobs, pad_to)
                 dynamic, keys = _stack_shared(jobs, grid, dtype)
                 vmap = _vmap_shared
             else:
@@ -225,13 +230,7 @@ def run_batch(
         else:
             result, compile_s, run_s = _run_chunked(static, stepper, dynamic, keys, chunk, on_steps, vmap)
         if shared:  # back from the (datasets, M) grid to one entry per job
-            first = {}
-            for u, row in enumerate(grid):
-                for m, i in enumerate(row):
-                    first.setdefault(i, (u, m))
-            rows = np.asarray([first[i][0] for i in range(len(jobs))])
-            cols = np.asarray([first[i][1] for i in range(len(jobs))])
-            result = jax.tree.map(lambda x: np.asarray(x)[rows, cols], result)
+            result = jax.tree.map(lambda x: np.asarray(x)[where[:, 0], where[:, 1]], result)
         else:
             result = jax.tree.map(lambda x: np.asarray(x)[: len(jobs)], result)
     TIMINGS["compile_s"] = TIMINGS.get("compile_s", 0.0) + compile_s

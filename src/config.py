@@ -355,13 +355,14 @@ def _check_objective(node: dict):
     make_fields = signature_fields(factory)
     static_given = {k: v for k, v in node.items() if k in make_fields}
     static_given = check_fields("objective", static_given, make_fields)
-    objective = _objective(factory, tuple(sorted(static_given.items())))
+    objective = construct_objective(factory, tuple(sorted(static_given.items())))
     fields = {"_target_": str, "name": str, **make_fields, **signature_fields(objective.data, skip=("seed",))}
     return check_fields("objective", node, fields), set(make_fields), objective
 
 
 @functools.lru_cache(maxsize=64)
-def _objective(factory: Callable, static_items: tuple):
+def construct_objective(factory: Callable, static_items: tuple):
+    """An objective from its factory and static options, built once per process."""
     return factory(**dict(static_items))
 
 

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import optax
 from jax.flatten_util import ravel_pytree
 
-from src.config import locate, unflatten
+from src.config import construct_objective, locate, unflatten
 from src.hypergrad import exact_hypergrad, make_hypergrad, newton_reference
 from src.inner import make_inner_solver
 from src.objectives import Objective
@@ -63,7 +63,7 @@ def build_objective(obj_cfg: dict) -> Objective:
 
     factory = locate(obj_cfg["_target_"], "objective._target_")
     params = inspect.signature(factory).parameters
-    return factory(**{k: v for k, v in obj_cfg.items() if k in params})
+    return construct_objective(factory, tuple(sorted((k, v) for k, v in obj_cfg.items() if k in params)))
 
 
 def make_optimizer(opt_cfg: dict) -> optax.GradientTransformation:
