@@ -8,7 +8,11 @@ count), and for the batched launcher the per-job share of the bare vmapped compu
 as timed inside the sweep process (``phases_s.run_s`` of its ``sweep_summary.json``) and
 the overhead per job: the slope of (wall time - computation) against job count.
 
-    python benchmarks/sweep_throughput.py [--sizes 8 64 512] [--basic-sizes 8 64] [--extra ARGS]
+    python benchmarks/sweep_throughput.py [--part all|launchers|wandb] [--sizes 8 64 512]
+        [--basic-sizes 8 64] [--wandb-sizes 64 256] [--extra ARGS]
+
+The wandb part runs each size with wandb disabled and offline, one after the other, and
+prints wandb's added wall time per job and its slope against the job count.
 """
 
 from __future__ import annotations
@@ -61,8 +65,18 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--sizes", type=int, nargs="+", default=[8, 64, 512])
     p.add_argument("--basic-sizes", type=int, nargs="+", default=[8, 64])
+    p.add_argument("--wandb-sizes", type=int, nargs="+", default=[64, 256])
+    p.add_argument("--part", choices=["all", "launchers", "wandb"], default="all")
     p.add_argument("--extra", nargs="*", default=[], help="more overrides for every sweep")
     args = p.parse_args()
+    print(f"logreg, lr x {SEEDS} seeds, 100 outer steps; whole processes after one warm-up each")
+    if args.part in ("all", "launchers"):
+        launchers(args)
+    if args.part in ("all", "wandb"):
+        wandb_cost(args)
+
+
+def launchers(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         measured = {n: wall(n, "batched", Path(tmp), args.extra) for n in args.sizes}
         basic = {n: wall(n, "basic", Path(tmp), args.extra)[0] for n in args.basic_sizes}
@@ -70,10 +84,6 @@ def main() -> None:
     m_batched = slope(list(batched), list(batched.values()))
     m_basic = slope(list(basic), list(basic.values()))
     m_overhead = slope(list(measured), [w - c for w, c in measured.values()])
-    with tempfile.TemporaryDirectory() as tmp:  # wandb's cost: the 64-job sweep with wandb offline
-        logged = wall(64, "batched", Path(tmp), args.extra, wandb="offline")[0]
-        logged_basic = wall(64, "basic", Path(tmp), args.extra, wandb="offline")[0]
-    print(f"logreg, lr x {SEEDS} seeds, 100 outer steps; whole processes after one warm-up each")
     print(f"{'jobs':>6} | {'batched (s)':>11} | {'basic (s)':>10} | {'basic/batched':>13}")
     for n in args.sizes:
         b = basic.get(n)
@@ -90,9 +100,29 @@ def main() -> None:
     shares = "  ".join(f"{c / n * 1e3:.1f} ms (batch {n})" for n, (_, c) in measured.items())
     print(f"bare vmapped computation per job, timed inside the sweep: {shares}")
     print(f"batched launcher overhead per job (slope of wall - computation): {m_overhead * 1e3:.1f} ms")
+
+
+def wandb_cost(args) -> None:
+    """wandb's added wall time per job: the same batched sweep with wandb offline and
+    disabled, side by side; and the basic launcher with wandb offline at the smallest size."""
+    added, logged = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in args.wandb_sizes:
+            off = wall(n, "batched", Path(tmp), args.extra)[0]
+            logged[n] = wall(n, "batched", Path(tmp), args.extra, wandb="offline")[0]
+            added[n] = logged[n] - off
+            print(
+                f"wandb offline, {n} jobs, batched: {logged[n]:.2f} s vs {off:.2f} s disabled "
+                f"(+{added[n] / n * 1e3:.0f} ms per job)"
+            )
+        n = min(args.wandb_sizes)
+        logged_basic = wall(n, "basic", Path(tmp), args.extra, wandb="offline")[0]
+    if len(added) > 1:
+        marginal = slope(list(added), list(added.values()))
+        print(f"wandb's marginal cost per job (slope of the added time): {marginal * 1e3:.0f} ms")
     print(
-        f"wandb offline, 64 jobs: batched {logged:.2f} s (+{(logged - batched[64]) / 64 * 1e3:.0f} ms per job) | "
-        f"basic {logged_basic:.2f} s | basic/batched {logged_basic / logged:.1f}x"
+        f"wandb offline on both, {n} jobs: basic {logged_basic:.2f} s | batched {logged[n]:.2f} s "
+        f"| basic/batched {logged_basic / logged[n]:.1f}x"
     )
 
 

@@ -308,9 +308,16 @@ def write_job(job: Job, result, compile_s: float, run_s: float, batch: dict, wri
     }
     write_json(out / "summary.json", summary)
     if writer is not None:
-        config = {**flatten(job.run.tree), "overrides": " ".join(job.overrides)}
-        writer.submit(out, config, columns, summary, job_type=summary["objective"])
+        config, job_type = wandb_config(job)
+        writer.submit(out, config, columns, summary, job_type=job_type)
     return summary
+
+
+def wandb_config(job: Job) -> tuple[dict, str | None]:
+    """A job's wandb config (its resolved config flattened to dotted keys, and its
+    overrides) and job type (its objective's name)."""
+    config = {**flatten(job.run.tree), "overrides": " ".join(job.overrides)}
+    return config, job.run.tree["objective"].get("name")
 
 
 def group_by_static(runs: Sequence[RunConfig]) -> dict[tuple, list[int]]:

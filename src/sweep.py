@@ -12,9 +12,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from src.batching import TIMINGS, Job, group_by_static, run_batch, static_label, timed
+from src.batching import TIMINGS, Job, group_by_static, run_batch, static_label, timed, wandb_config
 from src.config import ConfigError, validate
-from src.tracking import WandbWriter, read_summary, write_json
+from src.tracking import read_summary, write_json
+from src.wandb_runs import WandbWriter
 
 
 def validate_all(entries) -> list:
@@ -83,10 +84,12 @@ def run_sweep(
     if sweep_dir is not None and not settings.get("group"):
         settings["group"] = Path(sweep_dir).name
     writer = WandbWriter(settings, workers=2 if len(pending) > 1 else 0)
+    writer.plan([(jobs[i].out_dir, *wandb_config(jobs[i])) for _, members, _ in batches for i in members])
     try:
         _run_batches(jobs, batches, results, summaries, len(pending), writer)
     finally:
-        writer.close()
+        with timed("wandb_wait_s"):  # waiting for the last wandb runs once the batches are done
+            writer.close()
     wall_s = time.perf_counter() - t0
 
     print_sweep_summary(

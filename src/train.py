@@ -19,7 +19,7 @@ def train(cfg: DictConfig | dict, out_dir: str | Path, overrides=()) -> dict:
     """Run one job of a composed config into ``out_dir``; returns its summary."""
     from src.batching import Job, enable_compilation_cache, run_batch
     from src.progress import step_progress
-    from src.tracking import WandbWriter
+    from src.wandb_runs import WandbWriter
 
     run = validate(cfg)  # before any work
     enable_compilation_cache()

@@ -89,3 +89,32 @@ def test_wandb_failure_in_a_batched_sweep_keeps_local_outputs(tmp_path):
     for job in ("0", "1"):
         assert json.loads((out / job / "summary.json").read_text())["status"] == "completed"
     _run_file(out / "0")
+
+
+def test_runs_opened_ahead_are_written_or_discarded(tmp_path):
+    """Runs are opened before their jobs finish; a job that never completes (its batch
+    failed or was interrupted) leaves no wandb folder, the others a complete run."""
+    from src.wandb_runs import WandbWriter
+
+    writer = WandbWriter({"mode": "offline", "group": "g"}, workers=2, open_ahead=2)
+    jobs = [tmp_path / str(i) for i in range(4)]
+    lrs = [0.1, 0.2, 0.3, 0.4]
+    writer.plan([(job, {"lr": lr}, "toy") for job, lr in zip(jobs[:3], lrs, strict=False)])
+    columns = {"step": np.arange(3), "outer_loss": np.array([3.0, 2.0, 1.0]), "converged": np.ones(3, bool)}
+    summary = {
+        "status": "completed",
+        "final": {"outer_loss": 1.0},
+        "best": {"step": 2, "outer_loss": 1.0},
+        "run_s": 0.1,
+        "compile_s": 1.0,
+    }
+    for i in (0, 2, 3):  # job 2 is opened once job 0 is written; job 3 was not planned
+        writer.submit(jobs[i], {"lr": lrs[i]}, columns, summary, job_type="toy")
+    writer.close()
+    assert not writer.errors
+    assert not (jobs[1] / "wandb").exists()
+    for i in (0, 2, 3):
+        f = _run_file(jobs[i])
+        assert [h["outer_loss"] for h in wandb_file.history(f)] == [3.0, 2.0, 1.0]
+        assert [h["converged"] for h in wandb_file.history(f)] == [1, 1, 1]
+        assert wandb_file.config(f)["lr"] == lrs[i] and wandb_file.summary(f)["final/outer_loss"] == 1.0
