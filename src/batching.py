@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from src.config import RunConfig, flatten, unflatten
-from src.tracking import provenance, write_json, write_metrics, write_params
+from src.tracking import clear_results, provenance, write_json, write_metrics, write_params
 
 
 @dataclasses.dataclass
@@ -202,6 +202,8 @@ def run_batch(
 
     static = jobs[0].run.static
     assert all(j.run.static == static for j in jobs), "a batch needs one static config"
+    for job in jobs:  # results left by an earlier, interrupted attempt
+        clear_results(job.out_dir)
     precision = jobs[0].run.precision
     chunk = jobs[0].run.tree.get("chunk_steps")
     with precision_context(precision):
@@ -284,8 +286,6 @@ def write_job(job: Job, result, compile_s: float, run_s: float, batch: dict, wri
     keep = rows if diverged < 0 else diverged + 1
     columns = {"step": np.arange(keep, dtype=np.int64)}
     columns.update({k: np.asarray(v[:keep]) for k, v in metrics.items()})
-    write_metrics(out, columns)
-    write_params(out, theta=result.theta, w=result.w)
     final = {k: v[-1].item() for k, v in columns.items()}
     losses = columns["outer_loss"]
     best_step = int(np.nanargmin(losses)) if np.isfinite(losses).any() else None
@@ -306,7 +306,13 @@ def write_job(job: Job, result, compile_s: float, run_s: float, batch: dict, wri
         "config": job.run.tree,
         "provenance": provenance(),
     }
-    write_json(out / "summary.json", summary)
+    try:
+        write_metrics(out, columns)
+        write_params(out, theta=result.theta, w=result.w)
+        write_json(out / "summary.json", summary)  # last: the job is complete
+    except BaseException:  # interrupted (pre-emption, Ctrl-C) or failed: leave no partial set
+        clear_results(out)
+        raise
     if writer is not None:
         config, job_type = wandb_config(job)
         writer.submit(out, config, columns, summary, job_type=job_type)

@@ -222,14 +222,20 @@ def launch_batched(launcher, job_overrides: Sequence[Sequence[str]], initial_job
             callbacks.on_job_start(config=full[spec.idx], task_function=launcher.task_function)
     hydra_files_s = time.perf_counter() - t
     stats = {"full_compositions": composer.full_compositions, "compose_s": compose_s, "hydra_files_s": hydra_files_s}
-    results = launcher.task_function.run_batch(
-        entries,
-        validated=validated,
-        max_batch_size=launcher.max_batch_size,
-        resume=launcher.resume,
-        sweep_dir=composer.sweep_dir,
-        stats=stats,
-    )
+    if launcher.executor == "local":
+        results = launcher.task_function.run_batch(
+            entries,
+            validated=validated,
+            max_batch_size=launcher.max_batch_size,
+            resume=launcher.resume,
+            sweep_dir=composer.sweep_dir,
+            stats=stats,
+            append_summary=initial_job_idx > 0,
+        )
+    else:
+        from src.executors import run_on_submitit
+
+        results = run_on_submitit(launcher, entries, validated, composer.sweep_dir, stats, initial_job_idx > 0)
     returns = []
     for spec, result in zip(specs, results, strict=True):
         ret = _JobReturn(

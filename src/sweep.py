@@ -14,7 +14,7 @@ from pathlib import Path
 
 from src.batching import TIMINGS, Job, group_by_static, run_batch, static_label, timed, wandb_config
 from src.config import ConfigError, validate
-from src.tracking import read_summary, write_json
+from src.tracking import read_json, read_summary, write_json
 from src.wandb_runs import WandbWriter
 
 
@@ -44,6 +44,32 @@ def _stop_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, handler)
 
 
+def make_jobs(entries, runs) -> list[Job]:
+    return [Job(r, Path(out), tuple(ovs), Path(out).name) for r, (_, out, ovs) in zip(runs, entries, strict=True)]
+
+
+def resumed(jobs: Sequence[Job], resume: bool) -> dict[int, dict]:
+    """Summaries of the jobs a resumed sweep skips (completed or diverged), by index."""
+    done = {}
+    for i, job in enumerate(jobs):
+        summary = read_summary(job.out_dir) if resume else None
+        if summary is not None and summary.get("status") in ("completed", "diverged"):
+            done[i] = summary
+    return done
+
+
+def plan_batches(jobs: Sequence[Job], pending: Sequence[int], max_batch_size: int):
+    """Group pending jobs by static config and cut groups into batches of at most
+    ``max_batch_size``: ``(groups, [(static, job indices, padded size)])``."""
+    groups = group_by_static([jobs[i].run for i in pending])
+    batches = []
+    for static, members in groups.items():
+        members = [pending[m] for m in members]
+        for start in range(0, len(members), max_batch_size):
+            batches.append((static, members[start : start + max_batch_size], min(len(members), max_batch_size)))
+    return groups, batches
+
+
 def run_sweep(
     entries: Sequence[tuple],
     *,
@@ -52,34 +78,33 @@ def run_sweep(
     sweep_dir: Path | None = None,
     stats: dict | None = None,
     validated: list | None = None,
+    summary_file: str | None = "sweep_summary.json",
+    append_summary: bool = False,
+    handle_sigterm: bool = True,
 ) -> list:
     """Run ``(config, output_dir, overrides)`` entries; returns each job's final outer loss
-    (or the exception that stopped its batch), in order."""
+    (or the exception that stopped its batch), in order.
+
+    ``summary_file=None`` writes no sweep summary and ``handle_sigterm=False`` leaves the
+    signal handlers alone: how a batch runs under submitit, which owns them and requeues."""
     from src.batching import COMPILATIONS, enable_compilation_cache
     from src.progress import print_sweep_summary
 
     t0 = time.perf_counter()
     compiled_before = COMPILATIONS["count"]
-    _stop_on_sigterm()
+    if handle_sigterm:
+        _stop_on_sigterm()
     with timed("validate_s"):
         runs = validated if validated is not None else validate_all(entries)
     enable_compilation_cache()
-    jobs = [Job(r, Path(out), tuple(ovs), Path(out).name) for r, (_, out, ovs) in zip(runs, entries, strict=True)]
+    jobs = make_jobs(entries, runs)
     results: list = [None] * len(jobs)
     summaries: list = [None] * len(jobs)
-    pending = []
-    for i, job in enumerate(jobs):
-        done = read_summary(job.out_dir) if resume else None
-        if done is not None and done.get("status") in ("completed", "diverged"):
-            results[i], summaries[i] = done["final"]["outer_loss"], done
-        else:
-            pending.append(i)
-    groups = group_by_static([jobs[i].run for i in pending])
-    batches = []
-    for static, members in groups.items():
-        members = [pending[m] for m in members]
-        for start in range(0, len(members), max_batch_size):
-            batches.append((static, members[start : start + max_batch_size], min(len(members), max_batch_size)))
+    done = resumed(jobs, resume)
+    for i, summary in done.items():
+        results[i], summaries[i] = summary["final"]["outer_loss"], summary
+    pending = [i for i in range(len(jobs)) if i not in done]
+    groups, batches = plan_batches(jobs, pending, max_batch_size)
     settings = dict(runs[0].wandb) if runs else {"mode": "disabled"}
     if sweep_dir is not None and not settings.get("group"):
         settings["group"] = Path(sweep_dir).name
@@ -98,29 +123,43 @@ def run_sweep(
         results,
         n_batches=len(batches),
         n_groups=len(groups),
-        skipped=len(jobs) - len(pending),
+        skipped=len(done),
         wall_s=wall_s,
         sweep_dir=sweep_dir,
     )
-    if sweep_dir is not None:
-        status = [s["status"] if s else "failed" for s in summaries]
-        write_json(
-            Path(sweep_dir) / "sweep_summary.json",
-            {
-                "jobs": len(jobs),
-                "resumed": len(jobs) - len(pending),
-                "groups": len(groups),
-                "batches": [{"label": static_label(st), "jobs": [jobs[i].name for i in m]} for st, m, _ in batches],
-                "compiled_programs": COMPILATIONS["count"] - compiled_before,
-                "completed": status.count("completed"),
-                "diverged": status.count("diverged"),
-                "failed": status.count("failed"),
-                "wall_s": wall_s,
-                "phases_s": dict(TIMINGS),
-                **(stats or {}),
-            },
+    if sweep_dir is not None and summary_file is not None:
+        write_sweep_summary(
+            Path(sweep_dir) / summary_file,
+            jobs,
+            summaries,
+            append=append_summary,
+            batches=[{"label": static_label(st), "jobs": [jobs[i].name for i in m]} for st, m, _ in batches],
+            resumed=len(done),
+            groups=len(groups),
+            compiled_programs=COMPILATIONS["count"] - compiled_before,
+            wall_s=wall_s,
+            phases_s=dict(TIMINGS),
+            **(stats or {}),
         )
     return results
+
+
+def write_sweep_summary(path: Path, jobs, summaries, append: bool = False, **fields) -> None:
+    """The sweep's summary file. ``append``: a later launch of the same multirun (a sweeper
+    such as optuna launches one round of jobs at a time) adds to what earlier ones wrote."""
+    status = [s["status"] if s else "failed" for s in summaries]
+    counts = {k: status.count(k) for k in ("completed", "diverged", "failed")}
+    new = {"jobs": len(jobs), **counts, **fields, "launches": 1}
+    old = read_json(path) if append else None
+    if old:
+        for key, value in new.items():
+            if key in old and isinstance(value, list):
+                new[key] = old[key] + value
+            elif key in old and isinstance(value, dict):
+                new[key] = {k: old[key].get(k, 0) + value.get(k, 0) for k in old[key] | value}
+            elif key in old and isinstance(value, int | float) and not isinstance(value, bool):
+                new[key] = old[key] + value
+    write_json(path, new)
 
 
 def _run_batches(jobs, batches, results, summaries, n_pending, writer) -> None:

@@ -66,11 +66,24 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(_jsonable(obj), indent=2, allow_nan=True) + "\n")
 
 
-def read_summary(job_dir: str | os.PathLike) -> dict | None:
+def read_json(path: str | os.PathLike) -> Any:
+    """A JSON file's content, or None where it is missing or unreadable."""
     try:
-        return json.loads((Path(job_dir) / SUMMARY).read_text())
+        return json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
+
+
+def read_summary(job_dir: str | os.PathLike) -> dict | None:
+    return read_json(Path(job_dir) / SUMMARY)
+
+
+def clear_results(job_dir: str | os.PathLike) -> None:
+    """Remove a job's result files (not its .hydra config): before a job runs, and when it
+    is interrupted while they are being written, so that a job directory never holds a
+    partial set of results (a job is complete exactly when summary.json says so)."""
+    for name in (SUMMARY, METRICS, PARAMS):  # the summary first: it marks the job complete
+        Path(job_dir, name).unlink(missing_ok=True)
 
 
 def write_metrics(job_dir: Path, columns: dict[str, np.ndarray]) -> None:

@@ -23,7 +23,7 @@ def _multirun(tmp_path, name, *args, env=None):
 
 
 def _jobs(sweep_dir):
-    return sorted((p for p in sweep_dir.iterdir() if p.is_dir()), key=lambda p: int(p.name))
+    return sorted((p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
 
 
 # Some columns are differences or stopping decisions, so their *relative* value is rounding

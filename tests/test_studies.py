@@ -10,13 +10,15 @@ import pytest
 from tests.conftest import ROOT, cli
 
 STUDIES = sorted(p.stem for p in (ROOT / "sweeps").glob("*.yaml"))
-REDUCED = {
-    "linear_solvers": ["hydra.sweeper.params.seed=0"],
-    "inner_steps": ["hydra.sweeper.params.seed=0"],
+REDUCED = {  # one seed, and fewer static groups (each one a compiled program); the command
+    # line's value of a swept key replaces the study's
+    "linear_solvers": ["seed=0", "method=cg,unrolled"],
+    "inner_steps": ["seed=0", "inner_solver.steps=3,30"],
     "lr_seeds": ["hydra.sweeper.params.seed='0,1'", "hydra.sweeper.params.lr='0.01,0.1'"],
     "data_cleaning": ["hydra.sweeper.params.seed=0"],
+    "optuna_logreg": ["hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2"],
 }
-EXPECTED_JOBS = {"linear_solvers": 6, "inner_steps": 12, "lr_seeds": 4, "data_cleaning": 4}
+EXPECTED_JOBS = {"linear_solvers": 2, "inner_steps": 4, "lr_seeds": 4, "data_cleaning": 4, "optuna_logreg": 4}
 
 
 def test_every_study_has_a_reduced_form():

@@ -1,0 +1,155 @@
+"""Batches as submitit jobs: ``hydra.launcher.executor=submitit_local|submitit_slurm``.
+
+The launcher composes every job, validates them all and writes their ``.hydra`` files
+here, in the submitting process; the jobs are grouped and cut into batches exactly as
+in-process (``src.sweep.plan_batches``), and each batch becomes one submitit job (one
+SLURM array task) that runs ``run_sweep`` on its jobs: one vmapped program, each job
+writing its own directory, files and wandb run. The submitting process waits, reads the
+jobs' summaries back and hands Hydra one ``JobReturn`` per job.
+
+Pre-emption and time limits: submitit sends USR2 ``signal_delay_s`` before the limit (or on
+pre-emption), calls :meth:`BatchTask.checkpoint` and requeues the same batch (up to
+``max_num_timeout`` times). The rerun resumes: jobs whose ``summary.json`` says completed
+are skipped; a job interrupted while its files were being written has them removed (see
+``src.batching.write_job``), so no job directory is left with a partial set of results.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from src.batching import static_label
+from src.sweep import make_jobs, plan_batches, resumed, write_sweep_summary
+
+BASE = ("timeout_min", "cpus_per_task", "gpus_per_node", "mem_gb", "name", "stderr_to_stdout")
+SLURM = (
+    "partition",
+    "qos",
+    "comment",
+    "constraint",
+    "exclude",
+    "gres",
+    "cpus_per_gpu",
+    "gpus_per_task",
+    "mem_per_gpu",
+    "mem_per_cpu",
+    "account",
+    "signal_delay_s",
+    "additional_parameters",
+    "array_parallelism",
+    "setup",
+)
+
+
+def make_executor(kind: str, options: dict):
+    """A submitit executor for ``kind`` (submitit_local | submitit_slurm) from the
+    launcher's options, named as hydra-submitit-launcher names them."""
+    try:
+        import submitit
+    except ImportError as exc:
+        raise ImportError(f"hydra.launcher.executor={kind} needs submitit: pip install -e '.[cluster]'") from exc
+    from omegaconf import OmegaConf
+
+    options = {k: OmegaConf.to_container(v) if OmegaConf.is_config(v) else v for k, v in options.items()}
+    cluster = kind.removeprefix("submitit_")
+    executor = submitit.AutoExecutor(
+        folder=options["submitit_folder"], cluster=cluster, **{f"{cluster}_max_num_timeout": options["max_num_timeout"]}
+    )
+    params = {k: options[k] for k in BASE if options.get(k) is not None}
+    params.update(tasks_per_node=1, nodes=1)  # a batch is one process: one vmapped program
+    if cluster == "slurm":
+        params.update({f"slurm_{k}": options[k] for k in SLURM if options.get(k) is not None})
+    elif options.get("setup"):
+        params["local_setup"] = options["setup"]
+    executor.update_parameters(**params)
+    return executor
+
+
+class BatchTask:
+    """One batch as a submitit callable; checkpointable, so a pre-empted batch is requeued."""
+
+    def __init__(self, run_batch, entries: list, sweep_dir: Path, hydra_state: dict):
+        self.run_batch, self.entries, self.sweep_dir, self.hydra_state = run_batch, entries, sweep_dir, hydra_state
+
+    def __call__(self) -> list:
+        import jax  # noqa: F401 - imported before the batch announces itself (see the tests)
+        from hydra.core.singleton import Singleton
+
+        Singleton.set_state(self.hydra_state)  # Hydra's config store and HydraConfig, as submitted
+        print(f"batch of {len(self.entries)} jobs: {', '.join(Path(e[1]).name for e in self.entries)}", flush=True)
+        return self.run_batch(
+            self.entries,
+            max_batch_size=len(self.entries),
+            resume=True,  # a requeued batch skips the jobs it completed before
+            sweep_dir=self.sweep_dir,
+            summary_file=None,  # the submitting process writes the sweep's summary
+            handle_sigterm=False,  # submitit owns the signals (USR2: checkpoint and requeue)
+        )
+
+    def checkpoint(self):
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self)
+
+
+def run_on_submitit(launcher, entries: list, runs: list, sweep_dir: Path, stats: dict, append: bool = False) -> list:
+    """Run a multirun's jobs as one submitit job per batch; returns each job's final outer
+    loss (or the exception that stopped its batch), in order."""
+    from hydra.core.singleton import Singleton
+
+    from src.progress import print_sweep_summary
+    from src.tracking import read_summary
+
+    t0 = time.perf_counter()
+    jobs = make_jobs(entries, runs)
+    done = resumed(jobs, launcher.resume)
+    pending = [i for i in range(len(jobs)) if i not in done]
+    groups, batches = plan_batches(jobs, pending, launcher.max_batch_size)
+    results: list = [done[i]["final"]["outer_loss"] if i in done else None for i in range(len(jobs))]
+    submitted = []
+    if batches:
+        executor = make_executor(launcher.executor, launcher.submitit)
+        state = Singleton.get_state()
+        run_batch = launcher.task_function.run_batch
+        tasks = [BatchTask(run_batch, [entries[i] for i in m], sweep_dir, state) for _, m, _ in batches]
+        submitted = executor.submit_array(tasks)
+        ids = ", ".join(job.job_id for job in submitted)
+        print(f"submitted {len(tasks)} batch(es) to {launcher.executor}: {ids}", file=sys.stderr)
+    for (_, members, _), job in zip(batches, submitted, strict=True):
+        try:
+            values = job.results()[0]
+        except Exception as exc:  # noqa: BLE001 - the batch's jobs fail, the sweep goes on
+            print(f"batch {job.job_id} failed: {type(exc).__name__}: {str(exc)[-2000:]}", file=sys.stderr)
+            values = [exc] * len(members)
+        for i, value in zip(members, values, strict=True):
+            results[i] = value
+    summaries = [read_summary(job.out_dir) for job in jobs]
+    wall_s = time.perf_counter() - t0
+    print_sweep_summary(
+        jobs,
+        summaries,
+        results,
+        n_batches=len(batches),
+        n_groups=len(groups),
+        skipped=len(done),
+        wall_s=wall_s,
+        sweep_dir=sweep_dir,
+    )
+    write_sweep_summary(
+        Path(sweep_dir) / "sweep_summary.json",
+        jobs,
+        summaries,
+        append=append,
+        executor=launcher.executor,
+        batches=[
+            {"label": static_label(st), "jobs": [jobs[i].name for i in m], "submitit_job_id": j.job_id}
+            for (st, m, _), j in zip(batches, submitted, strict=True)
+        ],
+        resumed=len(done),
+        groups=len(groups),
+        wall_s=wall_s,
+        **stats,
+    )
+    return results
