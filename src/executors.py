@@ -70,11 +70,14 @@ def make_executor(kind: str, options: dict):
 class BatchTask:
     """One batch as a submitit callable; checkpointable, so a pre-empted batch is requeued."""
 
-    def __init__(self, run_batch, entries: list, sweep_dir: Path, hydra_state: dict):
+    def __init__(self, run_batch, entries: list, sweep_dir: Path, hydra_state: dict, resume: bool = True):
         self.run_batch, self.entries, self.sweep_dir, self.hydra_state = run_batch, entries, sweep_dir, hydra_state
+        self.resume = resume
 
     def __call__(self) -> list:
-        import jax  # noqa: F401 - imported before the batch announces itself (see the tests)
+        # jax first: a USR2 that lands while jax is being imported ends the process without
+        # the requeue (seen with submitit's local executor); after this line it requeues
+        import jax  # noqa: F401
         from hydra.core.singleton import Singleton
 
         Singleton.set_state(self.hydra_state)  # Hydra's config store and HydraConfig, as submitted
@@ -82,7 +85,7 @@ class BatchTask:
         return self.run_batch(
             self.entries,
             max_batch_size=len(self.entries),
-            resume=True,  # a requeued batch skips the jobs it completed before
+            resume=self.resume,
             sweep_dir=self.sweep_dir,
             summary_file=None,  # the submitting process writes the sweep's summary
             handle_sigterm=False,  # submitit owns the signals (USR2: checkpoint and requeue)
@@ -91,7 +94,9 @@ class BatchTask:
     def checkpoint(self):
         import submitit
 
-        return submitit.helpers.DelayedSubmission(self)
+        # the requeued batch always resumes: it skips the jobs this attempt completed
+        again = BatchTask(self.run_batch, self.entries, self.sweep_dir, self.hydra_state, resume=True)
+        return submitit.helpers.DelayedSubmission(again)
 
 
 def run_on_submitit(launcher, entries: list, runs: list, sweep_dir: Path, stats: dict, append: bool = False) -> list:
@@ -113,7 +118,9 @@ def run_on_submitit(launcher, entries: list, runs: list, sweep_dir: Path, stats:
         executor = make_executor(launcher.executor, launcher.submitit)
         state = Singleton.get_state()
         run_batch = launcher.task_function.run_batch
-        tasks = [BatchTask(run_batch, [entries[i] for i in m], sweep_dir, state) for _, m, _ in batches]
+        tasks = [
+            BatchTask(run_batch, [entries[i] for i in m], sweep_dir, state, launcher.resume) for _, m, _ in batches
+        ]
         submitted = executor.submit_array(tasks)
         ids = ", ".join(job.job_id for job in submitted)
         print(f"submitted {len(tasks)} batch(es) to {launcher.executor}: {ids}", file=sys.stderr)
