@@ -91,7 +91,7 @@ def run_sweep(
     from src.progress import print_sweep_summary
 
     t0 = time.perf_counter()
-    compiled_before = COMPILATIONS["count"]
+    compiled_before, phases_before = COMPILATIONS["count"], dict(TIMINGS)
     if handle_sigterm:
         _stop_on_sigterm()
     with timed("validate_s"):
@@ -138,7 +138,7 @@ def run_sweep(
             groups=len(groups),
             compiled_programs=COMPILATIONS["count"] - compiled_before,
             wall_s=wall_s,
-            phases_s=dict(TIMINGS),
+            phases_s={k: v - phases_before.get(k, 0.0) for k, v in TIMINGS.items()},  # this launch's
             **(stats or {}),
         )
     return results

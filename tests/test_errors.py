@@ -101,8 +101,8 @@ def test_sigint_keeps_completed_jobs_and_resume_finishes(tmp_path):
         time.sleep(0.05)
     assert list(out.glob("*/summary.json")), "no job completed in time"
     proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=120)
-    assert proc.returncode != 0
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode != 0, stderr[-3000:]
     completed = sorted(p.parent.name for p in out.glob("*/summary.json"))
     assert 0 < len(completed) < 6
     for name in completed:
