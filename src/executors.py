@@ -88,7 +88,7 @@ class BatchTask:
             resume=self.resume,
             sweep_dir=self.sweep_dir,
             summary_file=None,  # the submitting process writes the sweep's summary
-            handle_sigterm=False,  # submitit owns the signals (USR2: checkpoint and requeue)
+            handle_signals=False,  # submitit owns the signals (USR2: checkpoint and requeue)
         )
 
     def checkpoint(self):

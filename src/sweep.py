@@ -7,6 +7,7 @@ it gets each job's config and output directory explicitly, since Hydra's
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections.abc import Sequence
@@ -31,17 +32,33 @@ def validate_all(entries) -> list:
     return runs
 
 
-def _stop_on_sigterm() -> None:
-    """SIGTERM (a scheduler's stop) ends the sweep like Ctrl-C: the batch in flight is
-    abandoned, cleanup runs, files already written stay complete."""
+STOPPED: dict = {"signal": None}  # the signal that stopped the sweep in flight, if any
+
+
+@contextlib.contextmanager
+def stop_on_signals(enabled: bool = True):
+    """Ctrl-C and SIGTERM (a scheduler's stop) end the sweep: the batch in flight is
+    abandoned, cleanup runs, files already written stay complete. The signal is also
+    recorded, so a library that turns the KeyboardInterrupt into another exception cannot
+    make the sweep carry on with its next batch. The previous handlers come back after."""
     import signal
     import threading
 
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
     def handler(signum, frame):
+        STOPPED["signal"] = signum
         raise KeyboardInterrupt(f"signal {signum}")
 
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, handler)
+    STOPPED["signal"] = None
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def make_jobs(entries, runs) -> list[Job]:
@@ -80,20 +97,23 @@ def run_sweep(
     validated: list | None = None,
     summary_file: str | None = "sweep_summary.json",
     append_summary: bool = False,
-    handle_sigterm: bool = True,
+    handle_signals: bool = True,
 ) -> list:
     """Run ``(config, output_dir, overrides)`` entries; returns each job's final outer loss
     (or the exception that stopped its batch), in order.
 
-    ``summary_file=None`` writes no sweep summary and ``handle_sigterm=False`` leaves the
+    ``summary_file=None`` writes no sweep summary and ``handle_signals=False`` leaves the
     signal handlers alone: how a batch runs under submitit, which owns them and requeues."""
+    with stop_on_signals(handle_signals):
+        return _sweep(entries, max_batch_size, resume, sweep_dir, stats, validated, summary_file, append_summary)
+
+
+def _sweep(entries, max_batch_size, resume, sweep_dir, stats, validated, summary_file, append_summary) -> list:
     from src.batching import COMPILATIONS, enable_compilation_cache
     from src.progress import print_sweep_summary
 
     t0 = time.perf_counter()
     compiled_before, phases_before = COMPILATIONS["count"], dict(TIMINGS)
-    if handle_sigterm:
-        _stop_on_sigterm()
     with timed("validate_s"):
         runs = validated if validated is not None else validate_all(entries)
     enable_compilation_cache()
@@ -174,6 +194,8 @@ def _run_batches(jobs, batches, results, summaries, n_pending, writer) -> None:
                 batch = [jobs[i] for i in members]
                 done = run_batch(batch, on_steps=advance, batch_info=info, pad_to=pad_to, writer=writer)
             except Exception as exc:  # noqa: BLE001 - the batch's jobs fail, the sweep goes on
+                if STOPPED["signal"] is not None:  # an interrupt that came back as another exception
+                    raise KeyboardInterrupt(f"signal {STOPPED['signal']}") from exc
                 print(f"batch {b} ({static_label(static)}) failed: {type(exc).__name__}: {exc}", file=sys.stderr)
                 for i in members:
                     results[i] = exc

@@ -143,3 +143,28 @@ def test_a_job_gives_the_same_numbers_alone_and_in_batches_of_any_size(tmp_path)
         for col in a.columns:  # a converged solve's residual and error sit at the rounding floor
             floor = {"linsolve_residual": 1e-12, "hypergrad_error": 1e-12, "inner_grad_norm": 1e-12}.get(col, 1e-14)
             np.testing.assert_allclose(b[col].astype(float), a[col].astype(float), rtol=1e-10, atol=floor, err_msg=col)
+
+
+def test_an_interrupt_that_comes_back_as_another_exception_still_stops_the_sweep(tmp_path, monkeypatch):
+    """Ctrl-C stops the sweep even when a library turns the KeyboardInterrupt into another
+    exception; the next batch never starts, and the process's own handler comes back."""
+    import src.sweep
+
+    calls = []
+
+    def run_batch(jobs, **kwargs):
+        calls.append([j.name for j in jobs])
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+        except KeyboardInterrupt as exc:
+            raise RuntimeError("a library wrapped the interrupt") from exc
+
+    monkeypatch.setattr(src.sweep, "run_batch", run_batch)
+    solvers = ["linear_solver=cg", "linear_solver=gmres"]
+    entries = [(compose(ov), tmp_path / str(i), (ov,)) for i, ov in enumerate(solvers)]
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        src.sweep.run_sweep(entries, sweep_dir=tmp_path)
+    assert calls == [["0"]]  # two groups, two batches: the second never ran
+    assert signal.getsignal(signal.SIGINT) is before
