@@ -20,8 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from src.batching import static_label
-from src.sweep import make_jobs, plan_batches, resumed, write_sweep_summary
+from src.sweep import make_jobs, plan_batches, report_sweep, resumed
 
 BASE = ("timeout_min", "cpus_per_task", "gpus_per_node", "mem_gb", "name", "stderr_to_stdout")
 SLURM = (
@@ -104,7 +103,6 @@ def run_on_submitit(launcher, entries: list, runs: list, sweep_dir: Path, stats:
     loss (or the exception that stopped its batch), in order."""
     from hydra.core.singleton import Singleton
 
-    from src.progress import print_sweep_summary
     from src.tracking import read_summary
 
     t0 = time.perf_counter()
@@ -133,30 +131,19 @@ def run_on_submitit(launcher, entries: list, runs: list, sweep_dir: Path, stats:
         for i, value in zip(members, values, strict=True):
             results[i] = value
     summaries = [read_summary(job.out_dir) for job in jobs]
-    wall_s = time.perf_counter() - t0
-    print_sweep_summary(
+    report_sweep(
         jobs,
         summaries,
         results,
-        n_batches=len(batches),
-        n_groups=len(groups),
+        groups,
+        batches,
         skipped=len(done),
-        wall_s=wall_s,
+        wall_s=time.perf_counter() - t0,
         sweep_dir=sweep_dir,
-    )
-    write_sweep_summary(
-        Path(sweep_dir) / "sweep_summary.json",
-        jobs,
-        summaries,
+        path=Path(sweep_dir) / "sweep_summary.json",
         append=append,
+        batch_info=[{"submitit_job_id": job.job_id} for job in submitted],
         executor=launcher.executor,
-        batches=[
-            {"label": static_label(st), "jobs": [jobs[i].name for i in m], "submitit_job_id": j.job_id}
-            for (st, m, _), j in zip(batches, submitted, strict=True)
-        ],
-        resumed=len(done),
-        groups=len(groups),
-        wall_s=wall_s,
         **stats,
     )
     return results

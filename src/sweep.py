@@ -110,7 +110,6 @@ def run_sweep(
 
 def _sweep(entries, max_batch_size, resume, sweep_dir, stats, validated, summary_file, append_summary) -> list:
     from src.batching import COMPILATIONS, enable_compilation_cache
-    from src.progress import print_sweep_summary
 
     t0 = time.perf_counter()
     compiled_before, phases_before = COMPILATIONS["count"], dict(TIMINGS)
@@ -137,31 +136,51 @@ def _sweep(entries, max_batch_size, resume, sweep_dir, stats, validated, summary
             writer.close()
     wall_s = time.perf_counter() - t0
 
+    report_sweep(
+        jobs,
+        summaries,
+        results,
+        groups,
+        batches,
+        skipped=len(done),
+        wall_s=wall_s,
+        sweep_dir=sweep_dir,
+        path=None if sweep_dir is None or summary_file is None else Path(sweep_dir) / summary_file,
+        append=append_summary,
+        compiled_programs=COMPILATIONS["count"] - compiled_before,
+        phases_s={k: v - phases_before.get(k, 0.0) for k, v in TIMINGS.items()},  # this launch's
+        **(stats or {}),
+    )
+    return results
+
+
+def report_sweep(
+    jobs, summaries, results, groups, batches, *, skipped, wall_s, sweep_dir, path, append, batch_info=None, **fields
+) -> None:
+    """The end of a sweep: one screen on stderr and, where ``path`` is given, the sweep's
+    summary file (``batch_info``: extra fields per batch, in order)."""
+    from src.progress import print_sweep_summary
+
     print_sweep_summary(
         jobs,
         summaries,
         results,
         n_batches=len(batches),
         n_groups=len(groups),
-        skipped=len(done),
+        skipped=skipped,
         wall_s=wall_s,
         sweep_dir=sweep_dir,
     )
-    if sweep_dir is not None and summary_file is not None:
-        write_sweep_summary(
-            Path(sweep_dir) / summary_file,
-            jobs,
-            summaries,
-            append=append_summary,
-            batches=[{"label": static_label(st), "jobs": [jobs[i].name for i in m]} for st, m, _ in batches],
-            resumed=len(done),
-            groups=len(groups),
-            compiled_programs=COMPILATIONS["count"] - compiled_before,
-            wall_s=wall_s,
-            phases_s={k: v - phases_before.get(k, 0.0) for k, v in TIMINGS.items()},  # this launch's
-            **(stats or {}),
-        )
-    return results
+    if path is None:
+        return
+    extra = batch_info or [{}] * len(batches)
+    listed = [
+        {"label": static_label(st), "jobs": [jobs[i].name for i in m], **more}
+        for (st, m, _), more in zip(batches, extra, strict=True)
+    ]
+    write_sweep_summary(
+        path, jobs, summaries, append, batches=listed, resumed=skipped, groups=len(groups), wall_s=wall_s, **fields
+    )
 
 
 def write_sweep_summary(path: Path, jobs, summaries, append: bool = False, **fields) -> None:

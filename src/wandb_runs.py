@@ -172,7 +172,6 @@ class WandbWriter:
         self.owner: dict[str, int] = {}  # job_dir -> the worker that opened its run
         self.to_open: deque = deque()
         self.open_ahead = open_ahead
-        self.unwritten = 0
         self.turn = 0
         if self.enabled and workers > 0:
             import multiprocessing
@@ -201,13 +200,12 @@ class WandbWriter:
         return self.turn
 
     def _open_more(self) -> None:
-        while self.to_open and self.unwritten < self.open_ahead:
+        while self.to_open and len(self.owner) < self.open_ahead:  # owner: opened, not yet written
             job_dir, config, job_type = self.to_open.popleft()
             key = str(job_dir)
             if key in self.owner:
                 continue
             self.owner[key] = k = self._next_worker()
-            self.unwritten += 1
             self.futures.append(self.pools[k].submit(_open_run, key, self._settings(job_dir, job_type), config))
 
     def submit(self, job_dir: Path, config: dict, columns: dict, summary: dict, job_type: str | None) -> None:
@@ -220,8 +218,6 @@ class WandbWriter:
         k = self.owner.pop(key, None)
         if k is None:
             k = self._next_worker()
-        else:
-            self.unwritten -= 1
         self.futures.append(self.pools[k].submit(_write_run, key, settings, config, columns, summary))
         self._open_more()
 
