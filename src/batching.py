@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from src import interrupts
 from src.config import RunConfig, flatten, unflatten
 from src.tracking import clear_results, provenance, write_json, write_metrics, write_params
 
@@ -241,6 +242,7 @@ def run_batch(
     summaries = []
     with timed("write_s"):
         for i, job in enumerate(jobs):
+            interrupts.check()  # a stop whose exception was dropped: no more files (src.interrupts)
             info = {"size": size, "index": i, "run_s": run_s, "compile_s": compile_s, **(batch_info or {})}
             member = jax.tree.map(lambda x, i=i: x[i], result)
             summaries.append(write_job(job, member, compile_s, run_s / size, info, writer))

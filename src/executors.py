@@ -74,21 +74,26 @@ class BatchTask:
         self.resume = resume
 
     def __call__(self) -> list:
-        # jax first: a USR2 that lands while jax is being imported ends the process without
-        # the requeue (seen with submitit's local executor); after this line it requeues
-        import jax  # noqa: F401
-        from hydra.core.singleton import Singleton
+        from submitit.core.job_environment import JobEnvironment
 
-        Singleton.set_state(self.hydra_state)  # Hydra's config store and HydraConfig, as submitted
-        print(f"batch of {len(self.entries)} jobs: {', '.join(Path(e[1]).name for e in self.entries)}", flush=True)
-        return self.run_batch(
-            self.entries,
-            max_batch_size=len(self.entries),
-            resume=self.resume,
-            sweep_dir=self.sweep_dir,
-            summary_file=None,  # the submitting process writes the sweep's summary
-            handle_signals=False,  # submitit owns the signals (USR2: checkpoint and requeue)
-        )
+        from src.interrupts import recorded_signals
+
+        # submitit's USR2 handler (checkpoint, requeue, exit) stays, recorded: an exit that
+        # Python drops (the handler ran inside jax's gc callback) still ends the batch
+        with recorded_signals(stop=(), wrap=(JobEnvironment._usr_sig(),)):
+            import jax  # noqa: F401 - imported before the line below, which tests wait for
+            from hydra.core.singleton import Singleton
+
+            Singleton.set_state(self.hydra_state)  # Hydra's config store and HydraConfig, as submitted
+            print(f"batch of {len(self.entries)} jobs: {', '.join(Path(e[1]).name for e in self.entries)}", flush=True)
+            return self.run_batch(
+                self.entries,
+                max_batch_size=len(self.entries),
+                resume=self.resume,
+                sweep_dir=self.sweep_dir,
+                summary_file=None,  # the submitting process writes the sweep's summary
+                handle_signals=False,  # submitit owns the signals (USR2: checkpoint and requeue)
+            )
 
     def checkpoint(self):
         import submitit

@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from src import interrupts
 from src.batching import TIMINGS, Job, group_by_static, run_batch, static_label, timed, wandb_config
 from src.config import ConfigError, validate
 from src.tracking import read_json, read_summary, write_json
@@ -30,35 +31,6 @@ def validate_all(entries) -> list:
             print(f"Error in {where}: {err}\nNothing was run.", file=sys.stderr)
             sys.exit(2)
     return runs
-
-
-STOPPED: dict = {"signal": None}  # the signal that stopped the sweep in flight, if any
-
-
-@contextlib.contextmanager
-def stop_on_signals(enabled: bool = True):
-    """Ctrl-C and SIGTERM (a scheduler's stop) end the sweep: the batch in flight is
-    abandoned, cleanup runs, files already written stay complete. The signal is also
-    recorded, so a library that turns the KeyboardInterrupt into another exception cannot
-    make the sweep carry on with its next batch. The previous handlers come back after."""
-    import signal
-    import threading
-
-    if not enabled or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        STOPPED["signal"] = signum
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    STOPPED["signal"] = None
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def make_jobs(entries, runs) -> list[Job]:
@@ -103,8 +75,9 @@ def run_sweep(
     (or the exception that stopped its batch), in order.
 
     ``summary_file=None`` writes no sweep summary and ``handle_signals=False`` leaves the
-    signal handlers alone: how a batch runs under submitit, which owns them and requeues."""
-    with stop_on_signals(handle_signals):
+    signal handlers to the caller: how a batch runs under submitit, which owns them and
+    requeues (``src.executors.BatchTask`` keeps submitit's handler and records it)."""
+    with interrupts.recorded_signals() if handle_signals else contextlib.nullcontext():
         return _sweep(entries, max_batch_size, resume, sweep_dir, stats, validated, summary_file, append_summary)
 
 
@@ -206,6 +179,7 @@ def _run_batches(jobs, batches, results, summaries, n_pending, writer) -> None:
 
     with SweepProgress(len(jobs), len(jobs) - n_pending, len(batches)) as progress:
         for b, (static, members, pad_to) in enumerate(batches):
+            interrupts.check()  # a stop whose exception was dropped (see src.interrupts)
             steps = jobs[members[0]].run.tree["outer_steps"]
             advance = progress.start_batch(b, static_label(static), len(members), steps)
             info = {"id": b, "label": static_label(static)}
@@ -213,8 +187,7 @@ def _run_batches(jobs, batches, results, summaries, n_pending, writer) -> None:
                 batch = [jobs[i] for i in members]
                 done = run_batch(batch, on_steps=advance, batch_info=info, pad_to=pad_to, writer=writer)
             except Exception as exc:  # noqa: BLE001 - the batch's jobs fail, the sweep goes on
-                if STOPPED["signal"] is not None:  # an interrupt that came back as another exception
-                    raise KeyboardInterrupt(f"signal {STOPPED['signal']}") from exc
+                interrupts.check(cause=exc)  # a signal's exception that a library turned into its own
                 print(f"batch {b} ({static_label(static)}) failed: {type(exc).__name__}: {exc}", file=sys.stderr)
                 for i in members:
                     results[i] = exc
@@ -223,3 +196,4 @@ def _run_batches(jobs, batches, results, summaries, n_pending, writer) -> None:
             for i, summary in zip(members, done, strict=True):
                 summaries[i], results[i] = summary, summary["final"]["outer_loss"]
             progress.end_batch(len(members))
+    interrupts.check()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -43,6 +44,28 @@ def cli(*args: str, module="src.train", cwd=ROOT, env=None, timeout=600) -> subp
     full_env = {**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})}
     cmd = [sys.executable, "-m", module, *args]
     return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def signal_inside_gc_callback(sig: int, monkeypatch) -> list:
+    """Send ``sig`` to this process from inside a garbage-collection callback (jax registers
+    one), where Python drops the exception the signal's handler raises: the returned list
+    gets what was dropped."""
+    dropped, fired = [], []
+    monkeypatch.setattr(sys, "unraisablehook", lambda unraisable: dropped.append(unraisable.exc_value))
+
+    def callback(phase, info):
+        if not fired:
+            fired.append(phase)
+            os.kill(os.getpid(), sig)
+            for _ in range(1000):  # the handler runs here, between bytecodes
+                pass
+
+    gc.callbacks.append(callback)
+    try:
+        gc.collect()
+    finally:
+        gc.callbacks.remove(callback)
+    return dropped
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import cli, compose
+from tests.conftest import cli, compose, signal_inside_gc_callback
 from tests.test_launcher import _compare_metrics, _jobs, _multirun
 
 SWEEP = ("objective=ridge", "lr=0.05,0.2", "seed=0,1", "outer_steps=8", "inner_solver.steps=20")
@@ -122,6 +122,42 @@ def test_preempted_submitit_batch_is_requeued_and_completes(tmp_path):
     for i in range(4):
         assert json.loads((tmp_path / "sweep" / str(i) / "summary.json").read_text())["status"] == "completed"
         _compare_metrics(tmp_path / "sweep" / str(i), tmp_path / "reference" / str(i), rtol=1e-6)
+
+
+def test_a_requeue_exit_that_python_drops_still_ends_the_batch(tmp_path, monkeypatch):
+    """submitit's USR2 handler checkpoints, requeues and exits (SystemExit); when it runs
+    inside a gc callback Python drops that exit, and the batch would finish instead of
+    being requeued. The batch keeps the handler but records it: the exit comes back before
+    the next job's files are written, and the handler is restored after."""
+    from hydra.core.singleton import Singleton
+
+    import src.batching
+    from src.executors import BatchTask
+    from src.sweep import run_sweep
+
+    def requeue(signum, frame):  # what submitit's local requeue does once checkpointed
+        raise SystemExit(3)
+
+    previous = signal.signal(signal.SIGUSR2, requeue)
+    write_job, dropped = src.batching.write_job, []
+
+    def write_then_signal(job, *args, **kwargs):
+        summary = write_job(job, *args, **kwargs)
+        if not dropped:
+            dropped.extend(signal_inside_gc_callback(signal.SIGUSR2, monkeypatch))
+        return summary
+
+    monkeypatch.setattr(src.batching, "write_job", write_then_signal)
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            BatchTask(run_sweep, _entries(tmp_path), tmp_path, Singleton.get_state())()
+        assert signal.getsignal(signal.SIGUSR2) is requeue
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert exit_info.value.code == 3 and [type(e) for e in dropped] == [SystemExit]
+    assert json.loads((tmp_path / "0" / "summary.json").read_text())["status"] == "completed"
+    for i in (1, 2, 3):  # the requeued batch runs these
+        assert not (tmp_path / str(i) / "summary.json").exists()
 
 
 def test_slurm_options_reach_the_sbatch_script(tmp_path, monkeypatch):

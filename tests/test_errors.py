@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import ROOT, cli, compose
+from tests.conftest import ROOT, cli, compose, signal_inside_gc_callback
 
 BAD = [
     (["lr=abc"], "lr='abc'", "a number in (0, inf]"),
@@ -168,3 +168,33 @@ def test_an_interrupt_that_comes_back_as_another_exception_still_stops_the_sweep
         src.sweep.run_sweep(entries, sweep_dir=tmp_path)
     assert calls == [["0"]]  # two groups, two batches: the second never ran
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_a_stop_whose_exception_python_drops_still_stops_the_sweep(tmp_path, monkeypatch):
+    """SIGTERM whose handler runs inside a gc callback: Python drops its KeyboardInterrupt.
+    The sweep still stops before the next job's files: the job written stays complete, the
+    rest of its batch and the next batch leave nothing."""
+    import src.batching
+    import src.sweep
+
+    write_job, dropped = src.batching.write_job, []
+
+    def write_then_signal(job, *args, **kwargs):
+        summary = write_job(job, *args, **kwargs)
+        if not dropped:
+            dropped.extend(signal_inside_gc_callback(signal.SIGTERM, monkeypatch))
+        return summary
+
+    monkeypatch.setattr(src.batching, "write_job", write_then_signal)
+    overrides = [("linear_solver=cg", "lr=0.05"), ("linear_solver=cg", "lr=0.2"), ("linear_solver=gmres", "lr=0.05")]
+    entries = [
+        (compose("objective=ridge", "outer_steps=5", *ov), tmp_path / str(i), ov) for i, ov in enumerate(overrides)
+    ]
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        src.sweep.run_sweep(entries, sweep_dir=tmp_path)
+    assert [type(e) for e in dropped] == [KeyboardInterrupt]  # Python dropped it where it was raised
+    assert json.loads((tmp_path / "0" / "summary.json").read_text())["status"] == "completed"
+    assert not (tmp_path / "1").exists() or not any((tmp_path / "1").iterdir())
+    assert not (tmp_path / "2").exists() or not any((tmp_path / "2").iterdir())
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -1,0 +1,71 @@
+"""Signals that stop a sweep, kept even where Python drops the exception they raise.
+
+A Python signal handler runs in whatever frame the main thread is executing. When that
+frame is a garbage-collection callback (jax registers one), a ``__del__`` or a weakref
+callback, the exception the handler raises is printed as "Exception ignored in ..." and
+dropped; a library may also turn it into an exception of its own. Either way the sweep
+would carry on as if no signal had come: Ctrl-C ignored, a scheduler's SIGTERM followed by
+SIGKILL, a pre-empted submitit batch finishing instead of being requeued.
+
+So every handler the sweep installs or wraps records what it raised, and the sweep calls
+:func:`check` between batches and before each job's files are written: a stop that was
+dropped or wrapped is raised again there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+
+PENDING: dict = {"signal": None, "exception": None}  # what stopped the sweep in flight, if anything
+
+
+def check(cause: BaseException | None = None) -> None:
+    """Raise again the exception of a signal that arrived, if any (``cause``: the exception
+    a library made of it)."""
+    exc = PENDING["exception"]
+    if exc is not None:
+        raise exc.with_traceback(None) from cause
+    if PENDING["signal"] is not None:
+        raise KeyboardInterrupt(f"signal {PENDING['signal']}") from cause
+
+
+def _recorded(handler):
+    def wrapped(signum, frame):
+        PENDING["signal"] = signum
+        try:
+            handler(signum, frame)
+        except BaseException as exc:
+            PENDING["exception"] = exc
+            raise
+
+    return wrapped
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def recorded_signals(stop=(signal.SIGINT, signal.SIGTERM), wrap=()):
+    """Within the block, the ``stop`` signals raise KeyboardInterrupt and the handlers already
+    installed for the ``wrap`` signals (submitit's USR2: checkpoint and requeue) are kept;
+    each records what it raised for :func:`check`. The previous handlers come back after.
+    Off the main thread (where Python cannot install handlers) the block runs unchanged."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handlers = {sig: _interrupt for sig in stop}
+    for sig in wrap:
+        current = signal.getsignal(sig)
+        if callable(current):
+            handlers[sig] = current
+    PENDING.update(signal=None, exception=None)
+    previous = {sig: signal.signal(sig, _recorded(handler)) for sig, handler in handlers.items()}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+        PENDING.update(signal=None, exception=None)
