@@ -77,27 +77,33 @@ def test_identity_is_the_jacobian_free_formula():
         assert _rel(r.grad, exact_hypergrad(objective, theta, data)) > 1e-3  # an approximation
 
 
-def _newton(objective, theta, data, w0, iters=30):
+def _newton(objective, data, w0, iters):
+    """Newton's method on the inner problem, compiled once: ``theta -> w*(theta)`` from ``w0``."""
     flat0, unravel = ravel_pytree(w0)
-    g = lambda wf: ravel_pytree(jax.grad(objective.inner_loss)(unravel(wf), theta, data))[0]
-    wf = flat0
-    for _ in range(iters):
-        wf = wf - jnp.linalg.solve(jax.jacfwd(g)(wf), g(wf))
-    return unravel(wf)
+
+    @jax.jit
+    def solve(theta):
+        g = lambda wf: ravel_pytree(jax.grad(objective.inner_loss)(unravel(wf), theta, data))[0]
+        step = lambda _, wf: wf - jnp.linalg.solve(jax.jacfwd(g)(wf), g(wf))
+        return unravel(jax.lax.fori_loop(0, iters, step, flat0))
+
+    return solve
 
 
 @pytest.mark.parametrize("problem", ["logreg", "data_cleaning"])
 def test_implicit_matches_finite_differences(problem):
     with jax.enable_x64(True):
         objective, data, theta = _problem(problem)
-        w = _newton(objective, theta, data, data["w0"])
+        w = _newton(objective, data, data["w0"], iters=30)(theta)
         lin = {"name": "cg", "maxiter": 2000, "tol": 1e-12}
-        r = make_implicit(
+        implicit = make_implicit(
             objective,
             make_inner_solver(EXACT | {"name": "exact"}, objective._replace(inner_solution=lambda th, d: w)),
             lin,
-        )(theta, w, jnp.zeros(ravel_pytree(w)[0].size), data)
-        F = lambda th: objective.outer_loss(_newton(objective, th, data, w, iters=8), th, data)
+        )
+        r = jax.jit(implicit)(theta, w, jnp.zeros(ravel_pytree(w)[0].size), data)
+        newton = _newton(objective, data, w, iters=8)
+        F = jax.jit(lambda th: objective.outer_loss(newton(th), th, data))
         eps = 1e-5
         for i in range(3):
             direction = jax.random.normal(jax.random.key(100 + i), theta.shape)
