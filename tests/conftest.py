@@ -46,11 +46,13 @@ def cli(*args: str, module="src.train", cwd=ROOT, env=None, timeout=600) -> subp
     return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
-def signal_inside_gc_callback(sig: int, monkeypatch) -> list:
-    """Send ``sig`` to this process from inside a garbage-collection callback (jax registers
-    one), where Python drops the exception the signal's handler raises: the returned list
-    gets what was dropped."""
-    dropped, fired = [], []
+def signal_after_first_job(sig: int, monkeypatch) -> list:
+    """Once the first job's files are written, send ``sig`` to this process from inside a
+    garbage-collection callback (jax registers one), where Python drops the exception the
+    signal's handler raises. The returned list gets what was dropped."""
+    import src.batching
+
+    write_job, dropped, fired = src.batching.write_job, [], []
     monkeypatch.setattr(sys, "unraisablehook", lambda unraisable: dropped.append(unraisable.exc_value))
 
     def callback(phase, info):
@@ -60,11 +62,17 @@ def signal_inside_gc_callback(sig: int, monkeypatch) -> list:
             for _ in range(1000):  # the handler runs here, between bytecodes
                 pass
 
-    gc.callbacks.append(callback)
-    try:
-        gc.collect()
-    finally:
-        gc.callbacks.remove(callback)
+    def write_then_signal(*args, **kwargs):
+        summary = write_job(*args, **kwargs)
+        if not fired:
+            gc.callbacks.append(callback)
+            try:
+                gc.collect()
+            finally:
+                gc.callbacks.remove(callback)
+        return summary
+
+    monkeypatch.setattr(src.batching, "write_job", write_then_signal)
     return dropped
 
 

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import cli, compose, signal_inside_gc_callback
+from tests.conftest import cli, compose, signal_after_first_job
 from tests.test_launcher import _compare_metrics, _jobs, _multirun
 
 SWEEP = ("objective=ridge", "lr=0.05,0.2", "seed=0,1", "outer_steps=8", "inner_solver.steps=20")
@@ -131,7 +131,6 @@ def test_a_requeue_exit_that_python_drops_still_ends_the_batch(tmp_path, monkeyp
     the next job's files are written, and the handler is restored after."""
     from hydra.core.singleton import Singleton
 
-    import src.batching
     from src.executors import BatchTask
     from src.sweep import run_sweep
 
@@ -139,15 +138,7 @@ def test_a_requeue_exit_that_python_drops_still_ends_the_batch(tmp_path, monkeyp
         raise SystemExit(3)
 
     previous = signal.signal(signal.SIGUSR2, requeue)
-    write_job, dropped = src.batching.write_job, []
-
-    def write_then_signal(job, *args, **kwargs):
-        summary = write_job(job, *args, **kwargs)
-        if not dropped:
-            dropped.extend(signal_inside_gc_callback(signal.SIGUSR2, monkeypatch))
-        return summary
-
-    monkeypatch.setattr(src.batching, "write_job", write_then_signal)
+    dropped = signal_after_first_job(signal.SIGUSR2, monkeypatch)
     try:
         with pytest.raises(SystemExit) as exit_info:
             BatchTask(run_sweep, _entries(tmp_path), tmp_path, Singleton.get_state())()

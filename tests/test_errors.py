@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import ROOT, cli, compose, signal_inside_gc_callback
+from tests.conftest import ROOT, cli, compose, signal_after_first_job
 
 BAD = [
     (["lr=abc"], "lr='abc'", "a number in (0, inf]"),
@@ -174,18 +174,9 @@ def test_a_stop_whose_exception_python_drops_still_stops_the_sweep(tmp_path, mon
     """SIGTERM whose handler runs inside a gc callback: Python drops its KeyboardInterrupt.
     The sweep still stops before the next job's files: the job written stays complete, the
     rest of its batch and the next batch leave nothing."""
-    import src.batching
     import src.sweep
 
-    write_job, dropped = src.batching.write_job, []
-
-    def write_then_signal(job, *args, **kwargs):
-        summary = write_job(job, *args, **kwargs)
-        if not dropped:
-            dropped.extend(signal_inside_gc_callback(signal.SIGTERM, monkeypatch))
-        return summary
-
-    monkeypatch.setattr(src.batching, "write_job", write_then_signal)
+    dropped = signal_after_first_job(signal.SIGTERM, monkeypatch)
     overrides = [("linear_solver=cg", "lr=0.05"), ("linear_solver=cg", "lr=0.2"), ("linear_solver=gmres", "lr=0.05")]
     entries = [
         (compose("objective=ridge", "outer_steps=5", *ov), tmp_path / str(i), ov) for i, ov in enumerate(overrides)
