@@ -18,22 +18,19 @@ import contextlib
 import signal
 import threading
 
-PENDING: dict = {"signal": None, "exception": None}  # what stopped the sweep in flight, if anything
+PENDING: dict = {"exception": None}  # what a signal's handler raised in the sweep in flight
 
 
 def check(cause: BaseException | None = None) -> None:
-    """Raise again the exception of a signal that arrived, if any (``cause``: the exception
-    a library made of it)."""
+    """Raise again what a signal's handler raised, if anything (``cause``: the exception a
+    library made of it). A handler that returned (it did not stop the sweep) left nothing."""
     exc = PENDING["exception"]
     if exc is not None:
         raise exc.with_traceback(None) from cause
-    if PENDING["signal"] is not None:
-        raise KeyboardInterrupt(f"signal {PENDING['signal']}") from cause
 
 
 def _recorded(handler):
     def wrapped(signum, frame):
-        PENDING["signal"] = signum
         try:
             handler(signum, frame)
         except BaseException as exc:
@@ -61,11 +58,11 @@ def recorded_signals(stop=(signal.SIGINT, signal.SIGTERM), wrap=()):
         current = signal.getsignal(sig)
         if callable(current):
             handlers[sig] = current
-    PENDING.update(signal=None, exception=None)
+    PENDING["exception"] = None
     previous = {sig: signal.signal(sig, _recorded(handler)) for sig, handler in handlers.items()}
     try:
         yield
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-        PENDING.update(signal=None, exception=None)
+        PENDING["exception"] = None

@@ -189,3 +189,38 @@ def test_a_stop_whose_exception_python_drops_still_stops_the_sweep(tmp_path, mon
     assert not (tmp_path / "1").exists() or not any((tmp_path / "1").iterdir())
     assert not (tmp_path / "2").exists() or not any((tmp_path / "2").iterdir())
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_wrapped_handler_that_returns_does_not_stop_the_sweep():
+    """A kept handler that returns (submitit's, on a task that is not rank 0) leaves nothing
+    to raise; one that raises is raised again by check, after the block nothing is left."""
+    from src import interrupts
+
+    calls = []
+
+    def returns(signum, frame):
+        calls.append(signum)
+
+    def raises(signum, frame):
+        raise SystemExit(5)
+
+    previous = signal.signal(signal.SIGUSR1, returns)
+    try:
+        with interrupts.recorded_signals(stop=(), wrap=(signal.SIGUSR1,)):
+            os.kill(os.getpid(), signal.SIGUSR1)
+            time.sleep(0.01)
+            interrupts.check()  # nothing to raise
+            assert calls == [signal.SIGUSR1] and signal.getsignal(signal.SIGUSR1) is not returns
+        assert signal.getsignal(signal.SIGUSR1) is returns
+        signal.signal(signal.SIGUSR1, raises)
+        with pytest.raises(SystemExit), interrupts.recorded_signals(stop=(), wrap=(signal.SIGUSR1,)):
+            try:
+                os.kill(os.getpid(), signal.SIGUSR1)
+                time.sleep(0.01)
+            except SystemExit:
+                pass  # what a library that swallows it does
+            interrupts.check()
+        interrupts.check()  # the block is over: nothing is left pending
+        assert signal.getsignal(signal.SIGUSR1) is raises
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
