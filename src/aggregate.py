@@ -16,7 +16,6 @@ and, with ``--plot``, PNG figures into the sweep directory (or ``--out``).
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from collections.abc import Sequence
@@ -26,16 +25,19 @@ import numpy as np
 import pandas as pd
 
 HIGHER_IS_BETTER = re.compile(r"accuracy|recall|precision")
-ID_COLUMNS = ("sweep", "job", "path", "status", "diverged_step", "objective")
+ID_COLUMNS = ("sweep", "job", "path", "status", "diverged_step", "objective", "batch")
 
 
 def _job_dirs(paths: Sequence[str | Path]) -> list[Path]:
+    """Job directories under ``paths``: those Hydra set up (``.hydra/``) or that hold a
+    summary, whether or not they hold results."""
     dirs = []
     for p in map(Path, paths):
-        if (p / "summary.json").exists():
+        if (p / "summary.json").exists() or (p / ".hydra").is_dir():
             dirs.append(p)
         else:
-            dirs.extend(sorted(s.parent for s in p.rglob("summary.json")))
+            found = {s.parent for s in p.rglob("summary.json")} | {h.parent for h in p.rglob(".hydra")}
+            dirs.extend(sorted(found, key=lambda d: (str(d.parent), int(d.name) if d.name.isdigit() else 0, d.name)))
     return dirs
 
 
@@ -52,36 +54,74 @@ def _overrides(overrides: Sequence[str]) -> dict:
     return out
 
 
+def _read_job(d: Path) -> tuple[dict | None, list[str], str]:
+    """(summary, overrides, status) of a job directory: status is the summary's, ``failed``
+    where there is no summary (the job failed or never ran), ``unreadable`` where a result
+    file is truncated or corrupt."""
+    import yaml
+
+    from src.tracking import complete_result
+
+    try:
+        overrides = yaml.safe_load((d / ".hydra" / "overrides.yaml").read_text()) or []
+    except (OSError, yaml.YAMLError):
+        overrides = []
+    if not (d / "summary.json").exists():
+        return None, overrides, "failed"
+    summary = complete_result(d)
+    if summary is None:
+        return None, overrides, "unreadable"
+    return summary, summary.get("overrides", overrides), summary["status"]
+
+
 def load_runs(*paths: str | Path) -> pd.DataFrame:
-    """One row per job found under ``paths`` (sweep directories, job directories, outputs/)."""
-    rows = []
+    """One row per job found under ``paths`` (sweep directories, job directories, outputs/).
+    Jobs without readable results are rows too, with status ``failed`` (no results) or
+    ``unreadable`` (a truncated or corrupt result file), so that tables count them."""
+    rows, override_keys, final_keys = [], set(), set()
     for d in _job_dirs(paths):
-        s = json.loads((d / "summary.json").read_text())
-        row = {"sweep": d.parent.name, "job": d.name, "path": str(d), "status": s.get("status", "failed")}
-        row["diverged_step"] = s.get("diverged_step")
-        row["objective"] = s.get("objective")
-        row.update(_overrides(s.get("overrides", [])))
-        row.setdefault("seed", s.get("seed"))
-        row.update({k: v for k, v in s.get("final", {}).items() if k != "step" and k not in row})
-        row["run_s"], row["compile_s"] = s.get("run_s"), s.get("compile_s")
+        s, overrides, status = _read_job(d)
+        row = {"sweep": d.parent.name, "job": d.name, "path": str(d), "status": status}
+        row["diverged_step"] = (s or {}).get("diverged_step")
+        row["objective"] = (s or {}).get("objective")
+        swept = _overrides(overrides)
+        override_keys |= set(swept)
+        row.update(swept)
+        row.setdefault("seed", (s or {}).get("seed"))
+        final = (s or {}).get("final", {})
+        final_keys |= set(final)
+        row.update({k: v for k, v in final.items() if k != "step" and k not in row})
+        row["run_s"], row["compile_s"] = (s or {}).get("run_s"), (s or {}).get("compile_s")
+        batch = (s or {}).get("batch") or {}
+        row["batch"] = f"{d.parent}/{batch['id']}" if "id" in batch else None
         rows.append(row)
-    return pd.DataFrame(rows)
+    runs = pd.DataFrame(rows)
+    runs.attrs["metrics"] = sorted((final_keys | {"run_s", "compile_s"}) - override_keys - {"step"})
+    return runs
+
+
+def without_results(runs: pd.DataFrame) -> str | None:
+    """One warning line naming the jobs that have no readable results, or None."""
+    if runs.empty:
+        return None
+    parts = []
+    for status, what in (("failed", "no results (failed or not run)"), ("unreadable", "unreadable result files")):
+        names = [f"{r.sweep}/{r.job}" for r in runs[runs["status"] == status].itertuples()]
+        if names:
+            listed = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+            parts.append(f"{len(names)} with {what}: {listed}")
+    return f"Warning: {len(runs)} jobs, " + "; ".join(parts) + " (counted in their own columns)" if parts else None
 
 
 def load_steps(*paths: str | Path) -> pd.DataFrame:
-    """The per-step metrics of every job, with the job's overrides as columns."""
+    """The per-step metrics of every job with readable results, with its overrides as columns."""
     frames = []
     for d in _job_dirs(paths):
-        if not (d / "metrics.parquet").exists():
+        s, overrides, status = _read_job(d)
+        if s is None:
             continue
-        s = json.loads((d / "summary.json").read_text())
         m = pd.read_parquet(d / "metrics.parquet")
-        for k, v in {
-            "sweep": d.parent.name,
-            "job": d.name,
-            "status": s.get("status"),
-            **_overrides(s.get("overrides", [])),
-        }.items():
+        for k, v in {"sweep": d.parent.name, "job": d.name, "status": status, **_overrides(overrides)}.items():
             m[k] = v if not isinstance(v, list | dict) else str(v)
         frames.append(m)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -89,29 +129,15 @@ def load_steps(*paths: str | Path) -> pd.DataFrame:
 
 def swept_keys(runs: pd.DataFrame) -> list[str]:
     """Override columns whose value differs between jobs, except ``seed``."""
-    metrics = set(runs.columns) - set(ID_COLUMNS)
-    keys = []
-    for col in runs.columns:
-        if col in ID_COLUMNS or col in ("seed", "run_s", "compile_s") or col not in metrics:
-            continue
-        if col in _metric_columns(runs):
-            continue
-        if runs[col].astype(str).nunique() > 1:
-            keys.append(col)
-    return keys
-
-
-def _metric_columns(runs: pd.DataFrame) -> set[str]:
-    overrides = set()
-    for path in runs.get("path", []):
-        s = json.loads((Path(path) / "summary.json").read_text())
-        overrides |= set(_overrides(s.get("overrides", [])))
-        break
-    finals = set()
-    for path in runs.get("path", []):
-        finals |= set(json.loads((Path(path) / "summary.json").read_text()).get("final", {}))
-        break
-    return (finals | {"run_s", "compile_s"}) - overrides
+    metrics = set(runs.attrs.get("metrics", ()))
+    return [
+        col
+        for col in runs.columns
+        if col not in ID_COLUMNS
+        and col not in metrics
+        and col not in ("seed", "run_s", "compile_s")
+        and runs[col].astype(str).nunique() > 1
+    ]
 
 
 def default_metrics(runs: pd.DataFrame) -> list[str]:
@@ -139,6 +165,7 @@ def summarize(runs: pd.DataFrame, metrics: Sequence[str], by: Sequence[str] | No
     table["jobs"] = status.size()
     table["diverged"] = status.apply(lambda s: int((s == "diverged").sum()))
     table["failed"] = status.apply(lambda s: int(s.isin(["failed", "running"]).sum()))
+    table["unreadable"] = status.apply(lambda s: int((s == "unreadable").sum()))
     for m in metrics:
         table[f"{m}_count"] = table[f"{m}_count"].fillna(0).astype(int)
     first = metrics[0]
@@ -149,7 +176,9 @@ def summarize(runs: pd.DataFrame, metrics: Sequence[str], by: Sequence[str] | No
 def pretty(table: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
     """``mean ± std (n)`` strings, for the terminal, markdown and LaTeX."""
     keys = [
-        c for c in table.columns if not re.search(r"_(mean|std|count)$", c) and c not in ("jobs", "diverged", "failed")
+        c
+        for c in table.columns
+        if not re.search(r"_(mean|std|count)$", c) and c not in ("jobs", "diverged", "failed", "unreadable")
     ]
     out = table[keys].copy()
     for m in metrics:
@@ -158,7 +187,7 @@ def pretty(table: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
             "—" if c == 0 else f"{a:.4g} ± {b:.2g} ({c})" if c > 1 else f"{a:.4g} (1)"
             for a, b, c in zip(mean, std.fillna(0), n, strict=True)
         ]
-    out["diverged"], out["failed"] = table["diverged"], table["failed"]
+    out["diverged"], out["failed"], out["unreadable"] = table["diverged"], table["failed"], table["unreadable"]
     return out
 
 
@@ -180,9 +209,89 @@ def _log_spaced(values: np.ndarray) -> bool:
     return bool(np.allclose(ratios, ratios[0], rtol=0.05) and ratios[0] > 1.5) or v[-1] / v[0] >= 100
 
 
+LOG_METRICS = re.compile(r"error|norm|residual|gap")
+STYLES = ("-", "--", ":", "-.")
+
+
+def _sort_value(v):
+    """Numbers in numeric order before anything else in text order."""
+    try:
+        return (0, float(v), "")
+    except (TypeError, ValueError):
+        return (1, 0.0, str(v))
+
+
+def _groups(frame: pd.DataFrame, by: Sequence[str]) -> list[tuple[tuple, pd.DataFrame]]:
+    """(values of ``by``, rows) per group, sorted numerically by the keys' values."""
+    if not by:
+        return [((), frame)]
+    groups = frame.groupby([frame[k].astype(str) for k in by], sort=False)
+    named = [(name if isinstance(name, tuple) else (name,), g) for name, g in groups]
+    return sorted(named, key=lambda ng: [_sort_value(ng[1][k].iloc[0]) for k in by])
+
+
+def _styles(names: list[tuple], by: Sequence[str], frame: pd.DataFrame) -> list[dict]:
+    """A line style per group: colours from a colormap ordered by the first numeric key's
+    value (else a qualitative palette), dash patterns for the other keys, and widths that
+    shrink from the first line drawn so that lines that coincide all stay visible."""
+    import matplotlib
+
+    numeric = [i for i, k in enumerate(by) if pd.to_numeric(frame[k], errors="coerce").notna().all()]
+    if numeric:
+        i = numeric[0]
+        levels = sorted({n[i] for n in names}, key=_sort_value)
+        cmap = matplotlib.colormaps["viridis"]
+        colour = {v: cmap(0.9 * r / max(len(levels) - 1, 1)) for r, v in enumerate(levels)}
+        rest = sorted(
+            {tuple(v for j, v in enumerate(n) if j != i) for n in names}, key=lambda t: [*map(_sort_value, t)]
+        )
+        dash = {r: STYLES[k % len(STYLES)] for k, r in enumerate(rest)}
+        styles = [
+            {"color": colour[n[i]], "linestyle": dash[tuple(v for j, v in enumerate(n) if j != i)]} for n in names
+        ]
+    else:
+        cmap = matplotlib.colormaps["tab10" if len(names) <= 10 else "tab20"]
+        styles = [{"color": cmap(k % cmap.N), "linestyle": STYLES[k % len(STYLES)]} for k in range(len(names))]
+    for k, style in enumerate(styles):
+        style["linewidth"] = 1.2 + 1.8 * (len(styles) - 1 - k) / max(len(styles) - 1, 1)
+    return styles
+
+
+def _log_axis(values: pd.Series, metric: str) -> bool:
+    v = pd.to_numeric(values, errors="coerce").dropna()
+    if v.empty or (v <= 0).any():
+        return False
+    return bool(LOG_METRICS.search(metric)) or v.max() / v.min() >= 100
+
+
+def _constant_within_batches(runs: pd.DataFrame, metric: str) -> bool:
+    """Whether a metric is one value per batch (``run_s``: each job's share of its batch),
+    so that plotting it against a key that varies inside a batch shows nothing."""
+    if "batch" not in runs or runs["batch"].isna().all():
+        return False
+    shared = runs.groupby("batch")[metric].agg(["nunique", "size"])
+    return bool((shared["size"] > 1).any() and (shared["nunique"] <= 1).all())
+
+
+def _label(by: Sequence[str], name: tuple) -> str:
+    return ", ".join(f"{k}={v}" for k, v in zip(by, name, strict=False)) or "all"
+
+
+def _finish(fig, ax, title: str, path: Path, legend: bool) -> Path:
+    ax.set_title(title, fontsize=9)
+    if legend:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
+
+
 def plot(runs: pd.DataFrame, steps: pd.DataFrame, metrics: Sequence[str], by: Sequence[str], out: Path) -> list[Path]:
-    """A metric against outer step (a line per group, a band over seeds), and against each
-    swept numeric parameter (log axis where its values are log-spaced)."""
+    """Each metric against outer step (a line per group: the median over seeds, a band from
+    the 20 % to the 80 % quantile) and against each swept numeric key; log axes for errors,
+    norms and metrics that span orders of magnitude; legends sorted by value, outside."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -191,30 +300,20 @@ def plot(runs: pd.DataFrame, steps: pd.DataFrame, metrics: Sequence[str], by: Se
     written = []
     completed = steps[steps["status"] == "completed"] if "status" in steps else steps
     for metric in metrics:
-        if metric not in completed.columns:
+        if metric not in completed.columns or completed[metric].isna().all():
             continue
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        groups = completed.groupby([completed[k].astype(str) for k in by], sort=True) if by else [("all", completed)]
-        for name, g in groups:
-            stats = g.groupby("step")[metric].agg(["mean", "std"])
-            label = ", ".join(
-                f"{k}={v}" for k, v in zip(by, name if isinstance(name, tuple) else (name,), strict=False)
-            )
-            ax.plot(stats.index, stats["mean"], label=label or "all")
-            ax.fill_between(
-                stats.index, stats["mean"] - stats["std"].fillna(0), stats["mean"] + stats["std"].fillna(0), alpha=0.2
-            )
+        groups = _groups(completed, by)
+        for (name, g), style in zip(groups, _styles([n for n, _ in groups], by, completed), strict=True):
+            q = g.groupby("step")[metric].quantile([0.2, 0.5, 0.8]).unstack()
+            ax.plot(q.index, q[0.5], label=_label(by, name), **style)
+            ax.fill_between(q.index, q[0.2], q[0.8], color=style["color"], alpha=0.15, linewidth=0)
         ax.set_xlabel("outer step")
         ax.set_ylabel(metric)
-        if (completed[metric] > 0).all() and metric != "run_s":
+        if _log_axis(completed[metric], metric):
             ax.set_yscale("log")
-        ax.legend(fontsize=7)
-        ax.set_title(f"{metric} (mean ± std over seeds)")
-        fig.tight_layout()
-        path = out / f"plot_{metric}_steps.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        title = f"{metric}: median and 20-80 % over seeds"
+        written.append(_finish(fig, ax, title, out / f"plot_{metric}_steps.png", legend=bool(by)))
     done = runs[runs["status"] == "completed"]
     for key in by:
         values = pd.to_numeric(done[key], errors="coerce")
@@ -222,29 +321,23 @@ def plot(runs: pd.DataFrame, steps: pd.DataFrame, metrics: Sequence[str], by: Se
             continue
         rest = [k for k in by if k != key]
         for metric in metrics:
-            if metric not in done.columns:
+            if metric not in done.columns or done[metric].isna().all() or _constant_within_batches(done, metric):
                 continue
             fig, ax = plt.subplots(figsize=(6.4, 4.2))
-            groups = done.groupby([done[k].astype(str) for k in rest]) if rest else [("", done)]
-            for name, g in groups:
-                stats = g.groupby(pd.to_numeric(g[key]))[metric].agg(["mean", "std"]).sort_index()
-                label = (
-                    ", ".join(
-                        f"{k}={v}" for k, v in zip(rest, name if isinstance(name, tuple) else (name,), strict=False)
-                    )
-                    or metric
-                )
-                ax.errorbar(stats.index, stats["mean"], yerr=stats["std"].fillna(0), marker="o", capsize=3, label=label)
+            groups = _groups(done, rest)
+            for (name, g), style in zip(groups, _styles([n for n, _ in groups], rest, done), strict=True):
+                q = g.groupby(pd.to_numeric(g[key]))[metric].quantile([0.2, 0.5, 0.8]).unstack().sort_index()
+                err = [q[0.5] - q[0.2], q[0.8] - q[0.5]]
+                ax.errorbar(q.index, q[0.5], yerr=err, marker="o", capsize=3, label=_label(rest, name), **style)
             if _log_spaced(values.to_numpy()):
                 ax.set_xscale("log")
+            if _log_axis(done[metric], metric):
+                ax.set_yscale("log")
             ax.set_xlabel(key)
             ax.set_ylabel(f"final {metric}")
-            ax.legend(fontsize=7)
-            fig.tight_layout()
             path = out / f"plot_{metric}_vs_{key.replace('/', '_')}.png"
-            fig.savefig(path, dpi=110)
-            plt.close(fig)
-            written.append(path)
+            title = f"final {metric}: median and 20-80 % over seeds"
+            written.append(_finish(fig, ax, title, path, legend=bool(rest)))
     return written
 
 
@@ -258,8 +351,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     runs = load_runs(*args.paths)
     if runs.empty:
-        print(f"No runs (no summary.json) under {', '.join(args.paths)}", file=sys.stderr)
+        print(f"No runs (no job directories) under {', '.join(args.paths)}", file=sys.stderr)
         return 1
+    warning = without_results(runs)
+    if warning:
+        print(warning, file=sys.stderr)
     metrics = args.metric or default_metrics(runs)
     unknown = [m for m in metrics if m not in runs.columns]
     if unknown:

@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import functools
 import inspect
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,7 +23,7 @@ import numpy as np
 
 from src import interrupts
 from src.config import RunConfig, flatten, unflatten
-from src.tracking import clear_results, provenance, write_json, write_metrics, write_params
+from src.tracking import clear_results, config_fingerprint, provenance, write_json, write_metrics, write_params
 
 
 @dataclasses.dataclass
@@ -84,19 +85,33 @@ def _stack(jobs: Sequence[Job], dtype) -> tuple[dict, Any]:
     return {"params": params, "data": data}, jax.vmap(jax.random.key)(seeds)
 
 
-def _shared_layout(jobs: Sequence[Job], pad_to: int) -> tuple[list[list[int]], np.ndarray]:
-    """Jobs grouped by the data they use, each group padded by repeating its last job to a
-    common size ``M``: a grid of (datasets, M) job indices, and each job's (dataset, slot)."""
+def data_groups(jobs: Sequence[Job]) -> list[list[int]]:
+    """Indices of the jobs grouped by the data they use, in first-seen order."""
     groups: dict[tuple, list[int]] = {}
     for i, job in enumerate(jobs):
         groups.setdefault(_data_key(job.run), []).append(i)
-    grid = list(groups.values())
-    m = max(max(len(g) for g in grid), -(-pad_to // len(grid)))
+    return list(groups.values())
+
+
+def batch_shape(jobs: Sequence[Job]) -> tuple[int, int]:
+    """The smallest (datasets, jobs per dataset) grid that holds these jobs."""
+    grid = data_groups(jobs)
+    return len(grid), max(len(g) for g in grid)
+
+
+def _shared_layout(jobs: Sequence[Job], shape: tuple[int, int]) -> tuple[list[list[int]], np.ndarray]:
+    """The jobs on a (datasets, M) grid of ``shape``: each dataset's jobs padded to ``M`` by
+    repeating its last job, the grid padded to its rows by repeating its last row (padded
+    members' outputs are dropped); returns the grid and each job's (dataset, slot)."""
+    grid = data_groups(jobs)
+    d, m = shape
+    assert len(grid) <= d and all(len(g) <= m for g in grid), (shape, [len(g) for g in grid])
     where = np.zeros((len(jobs), 2), int)
     for u, group in enumerate(grid):
         for slot, i in enumerate(group):
             where[i] = u, slot
-    return [g + [g[-1]] * (m - len(g)) for g in grid], where
+    rows = [g + [g[-1]] * (m - len(g)) for g in grid]
+    return rows + [rows[-1]] * (d - len(rows)), where
 
 
 def _stack_shared(jobs: Sequence[Job], grid: list[list[int]], dtype) -> tuple[dict, Any]:
@@ -153,6 +168,43 @@ def timed(phase: str):
         TIMINGS[phase] = TIMINGS.get(phase, 0.0) + time.perf_counter() - t
 
 
+def _in_thread(fn: Callable, *args):
+    """``fn(*args)`` in a daemon thread, waited for where a signal can interrupt the wait:
+    an XLA compilation holds its calling thread in C++ for seconds, where Python runs no
+    signal handler (Ctrl-C would wait for it). The thread gets this thread's precision."""
+    import jax
+
+    x64, out = bool(jax.config.jax_enable_x64), {}
+
+    def target() -> None:
+        try:
+            with jax.enable_x64(x64):
+                out["value"] = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - raised again in the caller
+            out["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.05)
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
+def wait_ready(tree):
+    """Wait for a computation's outputs, with Python seeing signals meanwhile
+    (``block_until_ready`` holds the main thread in C++ until the program ends)."""
+    import jax
+
+    leaves = [x for x in jax.tree.leaves(tree) if hasattr(x, "is_ready")]
+    pause = 1e-4
+    while not all(x.is_ready() for x in leaves):
+        time.sleep(pause)
+        pause = min(2 * pause, 0.01)
+    return jax.block_until_ready(tree)  # raises a computation's error, if any
+
+
 def _compiled(name: str, static: tuple, fn: Callable, *args):
     """Compile ``fn`` for these argument shapes once per process; ``(executable, compile_s)``."""
     import jax
@@ -163,7 +215,7 @@ def _compiled(name: str, static: tuple, fn: Callable, *args):
         return _EXECUTABLES[key], 0.0
     t = time.perf_counter()
     COMPILATIONS["count"] += 1
-    _EXECUTABLES[key] = jax.jit(fn).lower(*args).compile()
+    _EXECUTABLES[key] = _in_thread(lambda: jax.jit(fn).lower(*args).compile())
     return _EXECUTABLES[key], time.perf_counter() - t
 
 
@@ -190,13 +242,15 @@ def run_batch(
     jobs: Sequence[Job],
     on_steps: Callable[[int], None] | None = None,
     batch_info: dict | None = None,
-    pad_to: int = 0,
+    shape: tuple[int, int] | None = None,
     writer=None,
 ) -> list[dict]:
     """Run jobs with one static config as one vmapped program; write and return summaries.
 
-    The batch is padded to ``pad_to`` members (so the chunks of a large group share one
-    program) and to a multiple of the device count, over which it is then sharded."""
+    The batch is laid out on a grid of ``shape`` = (datasets, jobs per dataset), padded,
+    so that every batch of a group has one shape and the group compiles once (see
+    ``src.sweep.plan_batches``); with several devices it is laid out flat, padded to as
+    many members and to a multiple of the device count, and sharded over them."""
     import jax
 
     from src.outer import make_run, make_stepper
@@ -212,12 +266,12 @@ def run_batch(
         shared = jax.device_count() == 1  # several devices: the flat layout, sharded
         with timed("data_s"):
             if shared:
-                grid, where = _shared_layout(jobs, pad_to)
+                grid, where = _shared_layout(jobs, shape or batch_shape(jobs))
                 dynamic, keys = _stack_shared(jobs, grid, dtype)
                 vmap = _vmap_shared
             else:
                 dynamic, keys = _stack(jobs, dtype)
-                target = max(pad_to, len(jobs))
+                target = max(int(np.prod(shape or batch_shape(jobs))), len(jobs))
                 target += (-target) % jax.device_count()
                 dynamic, keys = _shard(_pad((dynamic, keys), len(jobs), target))
                 vmap = lambda fn, dynamic_pos: jax.vmap(fn)
@@ -226,7 +280,7 @@ def run_batch(
         if not chunk or chunk >= steps:
             compiled, compile_s = _compiled("run", static, vmap(make_run(static), 0), dynamic, keys)
             t1 = time.perf_counter()
-            result = jax.block_until_ready(compiled(dynamic, keys))
+            result = wait_ready(compiled(dynamic, keys))
             run_s = time.perf_counter() - t1
             if on_steps:
                 on_steps(steps)
@@ -268,13 +322,14 @@ def _run_chunked(static, stepper, dynamic, keys, chunk: int, on_steps, vmap):
     rows = []
     for n in sizes:
         carry, chunk_rows = programs[n](carry, dynamic)
-        rows.append(jax.block_until_ready(chunk_rows))
+        rows.append(wait_ready(chunk_rows))
+        interrupts.check()  # a stop whose exception was dropped: no further chunk
         if on_steps:
             on_steps(n)
     last = finish(carry, dynamic)
     axis = jax.tree.leaves(keys)[0].ndim  # the step axis follows the batch axes
     metrics = jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=axis), *rows, last.metrics)
-    result = jax.block_until_ready(last._replace(metrics=metrics))
+    result = wait_ready(last._replace(metrics=metrics))
     return result, compile_s, time.perf_counter() - t1
 
 
@@ -306,6 +361,7 @@ def write_job(job: Job, result, compile_s: float, run_s: float, batch: dict, wri
         "objective": job.run.tree["objective"].get("name"),
         "overrides": list(job.overrides),
         "config": job.run.tree,
+        "config_fingerprint": config_fingerprint(job.run.tree),
         "provenance": provenance(),
     }
     try:
@@ -342,3 +398,21 @@ def static_label(static: tuple) -> str:
     return " ".join(
         f"{g}={tree[g].get('name', '?')}" for g in ("objective", "inner_solver", "hypergrad", "linear_solver")
     )
+
+
+def group_labels(statics: Sequence[tuple]) -> dict[tuple, str]:
+    """A label per static config of a sweep that tells its groups apart: the config groups
+    whose option differs (``linear_solver=gmres``) and the other static keys that differ
+    (``inner_solver.steps=30``); a sweep of one group gets its group choices."""
+    statics = list(dict.fromkeys(statics))
+    if len(statics) < 2:
+        return {st: static_label(st) for st in statics}
+    flats = [dict(st) for st in statics]
+    keys = list(dict.fromkeys(k for f in flats for k in f))
+    differ = [k for k in keys if len({repr(f.get(k)) for f in flats}) > 1]
+    named = [k.split(".")[0] for k in differ if k.count(".") == 1 and k.endswith(".name")]
+    shown = [f"{k}.name" for k in named] + [k for k in differ if k.split(".")[0] not in named]
+    return {
+        st: " ".join(f"{k.removesuffix('.name')}={f.get(k)}" for k in shown)
+        for st, f in zip(statics, flats, strict=True)
+    }

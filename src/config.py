@@ -71,7 +71,7 @@ class RunSchema:
     """Top-level keys of ``conf/train.yaml`` that a run reads."""
 
     lr: Annotated[float, Positive] = 0.08
-    seed: Annotated[int, NonNegative] = 0
+    seed: Annotated[int, Interval(0, 2**32 - 1)] = 0  # a PRNG key and numpy/scikit-learn random_state
     outer_steps: Annotated[int, PositiveInt] = 100
     precision: Literal["float32", "float64"] = "float32"
     chunk_steps: Annotated[int, PositiveInt] | None = None
@@ -207,7 +207,9 @@ def _describe(base: Any, interval: Interval | None) -> str:
     if base is int:
         if interval.hi == math.inf:
             return f"an integer >= {interval.lo:g}"
-        return f"an integer in [{interval.lo:g}, {interval.hi:g}]"
+        return f"an integer in [{interval.lo:.0f}, {interval.hi:.0f}]"
+    if interval.hi == math.inf and interval.lo > -math.inf:  # floats are finite everywhere
+        return f"a finite number {'>' if interval.open_lo else '>='} {interval.lo:g}"
     return f"{text} {interval}"
 
 
@@ -265,9 +267,12 @@ def locate(path: str, key: str) -> Callable:
     from hydra.utils import get_object
 
     try:
-        return get_object(path)
+        found = get_object(path)
     except Exception as exc:  # noqa: BLE001 - any import failure is a config error here
         raise ConfigError(key, path, f"an importable callable ({type(exc).__name__}: {exc})") from None
+    if not callable(found):
+        raise ConfigError(key, path, f"an importable callable (it is a {type(found).__name__})")
+    return found
 
 
 # ----------------------------------------------------------------------------- flatten
@@ -355,9 +360,25 @@ def _check_objective(node: dict):
     make_fields = signature_fields(factory)
     static_given = {k: v for k, v in node.items() if k in make_fields}
     static_given = check_fields("objective", static_given, make_fields)
-    objective = construct_objective(factory, tuple(sorted(static_given.items())))
+    objective = _call_factory(factory, node["_target_"], tuple(sorted(static_given.items())))
     fields = {"_target_": str, "name": str, **make_fields, **signature_fields(objective.data, skip=("seed",))}
     return check_fields("objective", node, fields), set(make_fields), objective
+
+
+def _call_factory(factory: Callable, target: str, static_items: tuple):
+    """The objective a factory returns, or a ConfigError naming ``objective._target_``."""
+    from src.objectives import Objective
+
+    allowed = "an objective factory returning src.objectives.Objective (e.g. src.objectives.ridge.make)"
+    try:
+        objective = construct_objective(factory, static_items)
+    except Exception as exc:  # noqa: BLE001 - whatever a wrong target raises when called
+        raise ConfigError(
+            "objective._target_", target, f"{allowed}; calling it failed: {type(exc).__name__}: {exc}"
+        ) from None
+    if not isinstance(objective, Objective):
+        raise ConfigError("objective._target_", target, f"{allowed}; it returned {type(objective).__name__}")
+    return objective
 
 
 @functools.lru_cache(maxsize=64)
@@ -405,9 +426,31 @@ def validate(cfg: Mapping) -> RunConfig:
             dynamic[key] = value
         elif key != "chunk_steps":
             static.append((key, value))
+    check_representable(dynamic, tree["precision"])
     wandb = check_fields("wandb", dict(cfg.get("wandb") or {}), schema_fields(WandbSchema))
     wandb.setdefault("mode", "offline")
     return RunConfig(tree, tuple(sorted(static)), dynamic, wandb)
+
+
+def check_representable(dynamic: Mapping[str, Any], precision: str) -> None:
+    """Every traced float survives the run's precision: a value that float32 turns into 0
+    or infinity is refused rather than silently changed."""
+    import numpy as np
+
+    dtype = np.float32 if precision == "float32" else np.float64
+    info = np.finfo(dtype)
+    for key, value in dynamic.items():
+        if key == "seed" or not value:
+            continue
+        with np.errstate(over="ignore", under="ignore"):
+            cast = float(dtype(value))
+        if cast == 0.0 or not math.isfinite(cast):
+            raise ConfigError(
+                key,
+                value,
+                f"a value that {precision} can hold (it becomes {cast} in {precision}, precision={precision}: "
+                f"magnitudes from {info.smallest_subnormal:.1e} to {info.max:.1e}); or precision=float64",
+            )
 
 
 def check_compatible(tree: dict, objective) -> None:

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from src.sweep import make_jobs, plan_batches, report_sweep, resumed
+from src.sweep import BatchFailed, job_value, make_jobs, plan_batches, report_sweep, resumed
 
 BASE = ("timeout_min", "cpus_per_task", "gpus_per_node", "mem_gb", "name", "stderr_to_stdout")
 SLURM = (
@@ -115,7 +115,7 @@ def run_on_submitit(launcher, entries: list, runs: list, sweep_dir: Path, stats:
     done = resumed(jobs, launcher.resume)
     pending = [i for i in range(len(jobs)) if i not in done]
     groups, batches = plan_batches(jobs, pending, launcher.max_batch_size)
-    results: list = [done[i]["final"]["outer_loss"] if i in done else None for i in range(len(jobs))]
+    results: list = [job_value(jobs[i], done[i]) if i in done else None for i in range(len(jobs))]
     submitted = []
     if batches:
         executor = make_executor(launcher.executor, launcher.submitit)
@@ -131,8 +131,10 @@ def run_on_submitit(launcher, entries: list, runs: list, sweep_dir: Path, stats:
         try:
             values = job.results()[0]
         except Exception as exc:  # noqa: BLE001 - the batch's jobs fail, the sweep goes on
-            print(f"batch {job.job_id} failed: {type(exc).__name__}: {str(exc)[-2000:]}", file=sys.stderr)
-            values = [exc] * len(members)
+            failure = BatchFailed(f"batch {job.job_id} failed: {type(exc).__name__}: {str(exc)[-2000:]}")
+            failure.__cause__ = exc
+            print(failure, file=sys.stderr)
+            values = [failure] * len(members)
         for i, value in zip(members, values, strict=True):
             results[i] = value
     summaries = [read_summary(job.out_dir) for job in jobs]

@@ -66,3 +66,23 @@ def recorded_signals(stop=(signal.SIGINT, signal.SIGTERM), wrap=()):
         for sig, old in previous.items():
             signal.signal(sig, old)
         PENDING["exception"] = None
+
+
+class Interrupted(KeyboardInterrupt):
+    """A sweep stopped by Ctrl-C or SIGTERM, after it cleaned up and said what it kept;
+    ``python -m src.train`` exits with status 130 and prints nothing more."""
+
+
+@contextlib.contextmanager
+def deferred(signals=(signal.SIGINT, signal.SIGTERM)):
+    """Within the block (a bounded clean-up after a stop), a further Ctrl-C or SIGTERM is
+    ignored rather than cutting the clean-up short; the handlers come back after it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

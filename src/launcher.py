@@ -90,23 +90,51 @@ def _parse(overrides: Sequence[str]):
     return _PARSER.parse_overrides(list(overrides))
 
 
-def _is_value(o, groups: set) -> bool:
-    """A plain ``key=value`` override of the task config (no group, no +/~/++, not hydra.*)."""
-    simple = not (o.is_delete() or o.is_add() or o.is_force_add() or o.is_hydra_override())
-    return simple and o.package is None and o.key_or_group not in groups
+class ConfigGroups:
+    """Whether a key names a config group: the groups chosen in the primary config, or any
+    group of the config search path (``+group=option`` of a group not chosen yet)."""
+
+    def __init__(self, loader, config: DictConfig):
+        self.known = {k: True for k in config.hydra.runtime.choices}
+        self.repository = getattr(loader, "repository", None)
+
+    def __contains__(self, key: str) -> bool:
+        if key not in self.known:
+            self.known[key] = self.repository is not None and bool(self.repository.group_exists(key))
+        return self.known[key]
 
 
-def template_key(overrides: Sequence[str], groups: set, parsed=None) -> tuple | None:
-    """Jobs with equal keys compose alike up to their values: the group choices and the
-    overridden keys. ``None`` for a job that must be composed on its own (it adds, deletes
-    or sets hydra keys)."""
+def _per_job(o, groups) -> bool:
+    """An override whose value a job may change without a composition of its own: a
+    ``key=value``, ``+key=value`` or ``++key=value`` of the task config with a scalar value
+    (not a config group, not a deletion, not hydra.*). A template's composition already
+    has the key; each job's value is then set on a copy of it."""
+    if o.is_delete() or o.is_hydra_override() or o.package is not None or o.key_or_group in groups:
+        return False
+    return not isinstance(o.value(), dict | list)  # a merged container depends on the template's
+
+
+def template_key(overrides: Sequence[str], groups, parsed=None) -> tuple | None:
+    """Jobs with equal keys compose alike up to their values: the same group choices,
+    deletions, container values and hydra overrides (verbatim), and the same per-job keys
+    with the same override type. ``None`` for a job that must be composed on its own
+    (it sets hydra keys of its own)."""
     parsed = parsed if parsed is not None else _parse(overrides)
-    if not all(_is_value(o, groups) or o.key_or_group in groups for o in parsed):
+    if any(o.is_hydra_override() for o in parsed):
         return None
+    kind = {True: "+", False: ""}
     return (
-        tuple(o.input_line for o in parsed if not _is_value(o, groups)),
-        tuple(o.key_or_group for o in parsed if _is_value(o, groups)),
+        tuple(o.input_line for o in parsed if not _per_job(o, groups)),
+        tuple(("++" if o.is_force_add() else kind[o.is_add()]) + o.key_or_group for o in parsed if _per_job(o, groups)),
     )
+
+
+def _apply(parsed, groups, task: DictConfig) -> None:
+    """Set each per-job override's value on a copy of its template's config (which has the
+    key: the template's own ``+key``/``++key`` added it)."""
+    for o in parsed:
+        if _per_job(o, groups):
+            OmegaConf.update(task, o.key_or_group, o.value(), merge=True, force_add=o.is_add() or o.is_force_add())
 
 
 class JobComposer:
@@ -115,14 +143,12 @@ class JobComposer:
     def __init__(self, hydra_context, config: DictConfig):
         self.loader = hydra_context.config_loader
         self.config = config
-        self.groups = set(config.hydra.runtime.choices)
+        self.groups = ConfigGroups(self.loader, config)
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
         self.templates: dict[tuple, tuple[dict, dict]] = {}
         self.full_compositions = 0
 
     def compose(self, idx: int, overrides: Sequence[str]) -> JobSpec:
-        from hydra._internal.config_loader_impl import ConfigLoaderImpl
-
         overrides = list(overrides)
         parsed = _parse(overrides)
         key = template_key(overrides, self.groups, parsed)
@@ -130,7 +156,7 @@ class JobComposer:
             return self._compose_full(idx, overrides, key)
         task_template, hydra_template = self.templates[key]
         task = OmegaConf.create(task_template, flags={"struct": True})
-        ConfigLoaderImpl._apply_overrides_to_config([o for o in parsed if _is_value(o, self.groups)], task)
+        _apply(parsed, self.groups, task)
         # the hydra node differs from the template's only here; copy just these paths
         job = {**hydra_template["job"], "id": str(idx), "num": idx}  # id typed str by Hydra's JobConf
         job["override_dirname"] = _override_dirname(parsed, job["config"]["override_dirname"])
@@ -208,7 +234,7 @@ def launch_batched(launcher, job_overrides: Sequence[Sequence[str]], initial_job
     check = getattr(launcher.task_function, "validate_batch", None)
     entries = [(s.task, s.output_dir, s.overrides) for s in specs]
     # every job is checked before any job directory is written; the result goes to run_batch
-    validated = check(entries) if check is not None else None
+    validated = check(entries, overwrite=launcher.overwrite) if check is not None else None
     callbacks = launcher.hydra_context.callbacks
     has_callbacks = bool(getattr(callbacks, "callbacks", None))
     full = {}

@@ -86,18 +86,23 @@ class SweepProgress:
 
 def print_sweep_summary(jobs, summaries, results, *, n_batches, n_groups, skipped, wall_s, sweep_dir) -> None:
     """One screen at the end of a sweep: jobs, groups, wall time, best job, diverged jobs."""
-    status = [s["status"] if s else "failed" for s in summaries]
-    done = [(r, j) for r, j, st in zip(results, jobs, status, strict=True) if st == "completed"]
+    from src.sweep import job_status
+
+    status = [job_status(s, r) for s, r in zip(summaries, results, strict=True)]
+    rows = zip(summaries, jobs, status, strict=True)
+    done = [(s["final"]["outer_loss"], j) for s, j, st in rows if st == "completed"]
     diverged = [j for j, st in zip(jobs, status, strict=True) if st == "diverged"]
-    failed = [j for j, st in zip(jobs, status, strict=True) if st == "failed"]
+    counts = f"  completed {len(done)}  diverged {len(diverged)}  failed {status.count('failed')}"
     lines = [
-        f"sweep: {len(jobs)} jobs ({skipped} resumed) in {n_groups} groups, {n_batches} compiled batches, "
+        f"sweep: {len(jobs)} jobs ({skipped} resumed) in {n_groups} groups, {n_batches} batches, "
         f"{wall_s:.2f}s" + (f"  -> {sweep_dir}" if sweep_dir else ""),
-        f"  completed {len(done)}  diverged {len(diverged)}  failed {len(failed)}",
+        counts + (f"  not run {status.count('not run')}" if "not run" in status else ""),
     ]
     if done:
-        loss, best = min(done, key=lambda rj: rj[0])
+        loss, best = min(done, key=lambda lj: lj[0])
         lines.append(f"  best: job {best.name} outer_loss={loss:.6g}  {' '.join(best.overrides)}")
-    for j in diverged[:5]:
+    for j in diverged[:3]:
         lines.append(f"  diverged: job {j.name}  {' '.join(j.overrides)}")
+    if len(diverged) > 3:
+        lines.append(f"  ... and {len(diverged) - 3} more diverged")
     print("\n".join(lines), file=sys.stderr)

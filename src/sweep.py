@@ -14,23 +14,89 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from src import interrupts
-from src.batching import TIMINGS, Job, group_by_static, run_batch, static_label, timed, wandb_config
-from src.config import ConfigError, validate
-from src.tracking import read_json, read_summary, write_json
+from src.batching import (
+    TIMINGS,
+    Job,
+    data_groups,
+    group_by_static,
+    group_labels,
+    job_data,
+    run_batch,
+    timed,
+    wandb_config,
+)
+from src.config import ConfigError, flatten, validate
+from src.preflight import refuse
+from src.tracking import (
+    complete_result,
+    config_fingerprint,
+    read_json,
+    read_summary,
+    stored_fingerprint,
+    write_json,
+)
 from src.wandb_runs import WandbWriter
 
 
+def _where(entries, i: int) -> str:
+    _, out_dir, overrides = entries[i]
+    return f"job {Path(out_dir).name} ({' '.join(overrides)})" if len(entries) > 1 else "config"
+
+
 def validate_all(entries) -> list:
-    """Validate every job before any work; a bad one stops the sweep with its message."""
+    """Validate every job before any work, and build every job's data (options that only
+    the data can check, such as sizes, fail here); a bad job stops the sweep with its
+    message."""
     runs = []
-    for cfg, out_dir, overrides in entries:
+    for i, (cfg, _, _) in enumerate(entries):
         try:
             runs.append(validate(cfg))
         except ConfigError as err:
-            where = f"job {Path(out_dir).name} ({' '.join(overrides)})" if len(entries) > 1 else "config"
-            print(f"Error in {where}: {err}\nNothing was run.", file=sys.stderr)
-            sys.exit(2)
+            refuse(f"Error in {_where(entries, i)}: {err}")
+    with timed("data_s"):
+        for i, run in enumerate(runs):
+            try:
+                job_data(run)  # memoized: the batch uses these arrays
+            except Exception as exc:  # noqa: BLE001 - any failure of the objective's data function
+                refuse(f"Error in {_where(entries, i)}: its data cannot be built: {type(exc).__name__}: {exc}")
     return runs
+
+
+def _differences(old: dict, new: dict, limit: int = 4) -> str:
+    a, b = flatten(old), flatten(new)
+    keys = [k for k in dict.fromkeys([*b, *a]) if a.get(k, "<absent>") != b.get(k, "<absent>")]
+    shown = [f"{k} {a.get(k, '<absent>')!r} (stored) vs {b.get(k, '<absent>')!r}" for k in keys[:limit]]
+    return ", ".join(shown + ([f"{len(keys) - limit} more"] if len(keys) > limit else [])) or "the config"
+
+
+def check_job_dirs(entries, runs, overwrite: bool = False) -> None:
+    """Before any job directory is written: every job has its own directory, and none
+    holds results of other settings (unless ``overwrite``: those jobs then run again)."""
+    first: dict[Path, int] = {}
+    for i, (_, out_dir, _) in enumerate(entries):
+        key = Path(out_dir).resolve()
+        if key in first:
+            a, b = (f"#{j} ({' '.join(entries[j][2])})" for j in (first[key], i))
+            refuse(
+                f"Error: jobs {a} and {b} write to the same directory {key}; "
+                "each job needs its own (hydra.sweep.subdir, default ${hydra.job.num})."
+            )
+        first[key] = i
+    if overwrite:
+        return
+    conflicts = []
+    for (_, out_dir, _), run in zip(entries, runs, strict=True):
+        stored = read_summary(out_dir)
+        if isinstance(stored, dict) and stored.get("config") is not None:
+            if stored_fingerprint(stored) != config_fingerprint(run.tree):
+                conflicts.append(f"job {Path(out_dir).name}: {_differences(stored['config'], run.tree)}")
+    if conflicts:
+        sweep_dir = Path(entries[0][1]).parent
+        listed = "; ".join(conflicts[:3]) + (f"; and {len(conflicts) - 3} more jobs" if len(conflicts) > 3 else "")
+        refuse(
+            f"Error: {sweep_dir} holds results of other settings for {len(conflicts)} of {len(entries)} jobs "
+            f"({listed}).\n  Choose a new hydra.sweep.dir, or pass hydra.launcher.overwrite=true to replace them."
+        )
 
 
 def make_jobs(entries, runs) -> list[Job]:
@@ -38,24 +104,48 @@ def make_jobs(entries, runs) -> list[Job]:
 
 
 def resumed(jobs: Sequence[Job], resume: bool) -> dict[int, dict]:
-    """Summaries of the jobs a resumed sweep skips (completed or diverged), by index."""
+    """Summaries of the jobs a resumed sweep skips, by index: those whose directory holds a
+    complete, readable result set (completed or diverged) of exactly this job's config."""
     done = {}
-    for i, job in enumerate(jobs):
-        summary = read_summary(job.out_dir) if resume else None
-        if summary is not None and summary.get("status") in ("completed", "diverged"):
+    for i, job in enumerate(jobs if resume else ()):
+        summary = complete_result(job.out_dir)
+        if summary is not None and stored_fingerprint(summary) == config_fingerprint(job.run.tree):
             done[i] = summary
     return done
 
 
+def _tiles(rows: list[list[int]], max_batch_size: int) -> tuple[list[list[int]], tuple[int, int]]:
+    """Cut a group's jobs, given as rows of jobs that share a dataset, into batches of one
+    grid shape (D datasets x M jobs, D * M <= max_batch_size): each batch takes up to D
+    rows and up to M jobs of each. The shape wastes the fewest padded slots (then makes
+    the fewest batches); every batch is padded to it, so the group compiles once."""
+    best = None
+    for m in range(1, min(max(map(len, rows)), max_batch_size) + 1):
+        d = min(len(rows), max_batch_size // m)
+        count = sum(-(-max(map(len, rows[b : b + d])) // m) for b in range(0, len(rows), d))
+        cost = (count * d * m, count)
+        if best is None or cost < best[0]:
+            best = (cost, d, m)
+    _, d, m = best
+    tiles = []
+    for b in range(0, len(rows), d):
+        block = rows[b : b + d]
+        for k in range(-(-max(map(len, block)) // m)):
+            tiles.append([i for row in block for i in row[k * m : (k + 1) * m]])
+    return tiles, (d, m)
+
+
 def plan_batches(jobs: Sequence[Job], pending: Sequence[int], max_batch_size: int):
-    """Group pending jobs by static config and cut groups into batches of at most
-    ``max_batch_size``: ``(groups, [(static, job indices, padded size)])``."""
+    """Group pending jobs by static config and cut each group into batches of at most
+    ``max_batch_size`` jobs that share one program shape: ``(groups, [(static, job
+    indices, (datasets, jobs per dataset))])``."""
     groups = group_by_static([jobs[i].run for i in pending])
     batches = []
     for static, members in groups.items():
         members = [pending[m] for m in members]
-        for start in range(0, len(members), max_batch_size):
-            batches.append((static, members[start : start + max_batch_size], min(len(members), max_batch_size)))
+        rows = [[members[k] for k in row] for row in data_groups([jobs[i] for i in members])]
+        tiles, shape = _tiles(rows, max_batch_size)
+        batches.extend((static, tile, shape) for tile in tiles)
     return groups, batches
 
 
@@ -81,6 +171,35 @@ def run_sweep(
         return _sweep(entries, max_batch_size, resume, sweep_dir, stats, validated, summary_file, append_summary)
 
 
+class Diverged:
+    """What a job that diverged returns to Hydra: not a number, so a sweeper that tunes on
+    the returned values (optuna) records the trial as failed and goes on."""
+
+    def __init__(self, job: str, step: int | None):
+        self.job, self.step = job, step
+
+    def __repr__(self) -> str:
+        return f"job {self.job} diverged at step {self.step}"
+
+
+class BatchFailed(RuntimeError):
+    """What the jobs of a batch that failed return to Hydra (the batch's error is the cause)."""
+
+
+def job_value(job: Job, summary: dict):
+    """A job's return value: its final outer loss, or :class:`Diverged`."""
+    if summary["status"] == "diverged":
+        return Diverged(job.name, summary.get("diverged_step"))
+    return summary["final"]["outer_loss"]
+
+
+def job_status(summary: dict | None, result) -> str:
+    """completed | diverged (from its summary), failed (its batch raised), or not run."""
+    if summary:
+        return summary["status"]
+    return "failed" if isinstance(result, BaseException) else "not run"
+
+
 def _sweep(entries, max_batch_size, resume, sweep_dir, stats, validated, summary_file, append_summary) -> list:
     from src.batching import COMPILATIONS, enable_compilation_cache
 
@@ -94,36 +213,55 @@ def _sweep(entries, max_batch_size, resume, sweep_dir, stats, validated, summary
     summaries: list = [None] * len(jobs)
     done = resumed(jobs, resume)
     for i, summary in done.items():
-        results[i], summaries[i] = summary["final"]["outer_loss"], summary
+        results[i], summaries[i] = job_value(jobs[i], summary), summary
     pending = [i for i in range(len(jobs)) if i not in done]
     groups, batches = plan_batches(jobs, pending, max_batch_size)
     settings = dict(runs[0].wandb) if runs else {"mode": "disabled"}
     if sweep_dir is not None and not settings.get("group"):
         settings["group"] = Path(sweep_dir).name
-    writer = WandbWriter(settings, workers=2 if len(pending) > 1 else 0)
-    writer.plan([(jobs[i].out_dir, *wandb_config(jobs[i])) for _, members, _ in batches for i in members])
-    try:
-        _run_batches(jobs, batches, results, summaries, len(pending), writer)
-    finally:
-        with timed("wandb_wait_s"):  # waiting for the last wandb runs once the batches are done
-            writer.close()
-    wall_s = time.perf_counter() - t0
 
-    report_sweep(
-        jobs,
-        summaries,
-        results,
-        groups,
-        batches,
-        skipped=len(done),
-        wall_s=wall_s,
-        sweep_dir=sweep_dir,
-        path=None if sweep_dir is None or summary_file is None else Path(sweep_dir) / summary_file,
-        append=append_summary,
-        compiled_programs=COMPILATIONS["count"] - compiled_before,
-        phases_s={k: v - phases_before.get(k, 0.0) for k, v in TIMINGS.items()},  # this launch's
-        **(stats or {}),
-    )
+    def report(**more) -> None:
+        report_sweep(
+            jobs,
+            summaries,
+            results,
+            groups,
+            batches,
+            skipped=len(done),
+            wall_s=time.perf_counter() - t0,
+            sweep_dir=sweep_dir,
+            path=None if sweep_dir is None or summary_file is None else Path(sweep_dir) / summary_file,
+            append=append_summary,
+            compiled_programs=COMPILATIONS["count"] - compiled_before,
+            phases_s={k: v - phases_before.get(k, 0.0) for k, v in TIMINGS.items()},  # this launch's
+            **(stats or {}),
+            **more,
+        )
+
+    writer = None
+    try:
+        writer = WandbWriter(settings, workers=2 if len(pending) > 1 else 0)
+        writer.plan([(jobs[i].out_dir, *wandb_config(jobs[i])) for _, members, _ in batches for i in members])
+        _run_batches(jobs, batches, results, summaries, len(pending), writer)
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: keep what completed, say how to resume
+        with interrupts.deferred():
+            if writer is not None:
+                writer.abort()
+            report(interrupted=True)
+            kept = sum(s is not None for s in summaries)
+            print(
+                f"Interrupted: {kept} of {len(jobs)} jobs have complete results, kept. "
+                "Rerun the same command to resume: completed jobs are skipped.",
+                file=sys.stderr,
+            )
+        raise interrupts.Interrupted(str(exc)) from None
+    except BaseException:  # a requeue's SystemExit, an error: runs of completed jobs are kept
+        if writer is not None:
+            writer.close()
+        raise
+    with timed("wandb_wait_s"):  # waiting for the last wandb runs once the batches are done
+        writer.close()
+    report()
     return results
 
 
@@ -147,20 +285,30 @@ def report_sweep(
     if path is None:
         return
     extra = batch_info or [{}] * len(batches)
+    labels = group_labels(list(groups))
     listed = [
-        {"label": static_label(st), "jobs": [jobs[i].name for i in m], **more}
+        {"label": labels[st], "jobs": [jobs[i].name for i in m], **more}
         for (st, m, _), more in zip(batches, extra, strict=True)
     ]
     write_sweep_summary(
-        path, jobs, summaries, append, batches=listed, resumed=skipped, groups=len(groups), wall_s=wall_s, **fields
+        path,
+        jobs,
+        summaries,
+        results,
+        append,
+        batches=listed,
+        resumed=skipped,
+        groups=len(groups),
+        wall_s=wall_s,
+        **fields,
     )
 
 
-def write_sweep_summary(path: Path, jobs, summaries, append: bool = False, **fields) -> None:
+def write_sweep_summary(path: Path, jobs, summaries, results, append: bool = False, **fields) -> None:
     """The sweep's summary file. ``append``: a later launch of the same multirun (a sweeper
     such as optuna launches one round of jobs at a time) adds to what earlier ones wrote."""
-    status = [s["status"] if s else "failed" for s in summaries]
-    counts = {k: status.count(k) for k in ("completed", "diverged", "failed")}
+    status = [job_status(s, r) for s, r in zip(summaries, results, strict=True)]
+    counts = {k.replace(" ", "_"): status.count(k) for k in ("completed", "diverged", "failed", "not run")}
     new = {"jobs": len(jobs), **counts, **fields, "launches": 1}
     old = read_json(path) if append else None
     if old:
@@ -177,23 +325,26 @@ def write_sweep_summary(path: Path, jobs, summaries, append: bool = False, **fie
 def _run_batches(jobs, batches, results, summaries, n_pending, writer) -> None:
     from src.progress import SweepProgress
 
+    labels = group_labels([static for static, _, _ in batches])
     with SweepProgress(len(jobs), len(jobs) - n_pending, len(batches)) as progress:
-        for b, (static, members, pad_to) in enumerate(batches):
+        for b, (static, members, shape) in enumerate(batches):
             interrupts.check()  # a stop whose exception was dropped (see src.interrupts)
             steps = jobs[members[0]].run.tree["outer_steps"]
-            advance = progress.start_batch(b, static_label(static), len(members), steps)
-            info = {"id": b, "label": static_label(static)}
+            advance = progress.start_batch(b, labels[static], len(members), steps)
+            info = {"id": b, "label": labels[static]}
             try:
                 batch = [jobs[i] for i in members]
-                done = run_batch(batch, on_steps=advance, batch_info=info, pad_to=pad_to, writer=writer)
+                done = run_batch(batch, on_steps=advance, batch_info=info, shape=shape, writer=writer)
             except Exception as exc:  # noqa: BLE001 - the batch's jobs fail, the sweep goes on
                 interrupts.check(cause=exc)  # a signal's exception that a library turned into its own
-                print(f"batch {b} ({static_label(static)}) failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+                failure = BatchFailed(f"batch {b} ({labels[static]}) failed: {type(exc).__name__}: {exc}")
+                failure.__cause__ = exc
+                print(failure, file=sys.stderr)
                 for i in members:
-                    results[i] = exc
+                    results[i] = failure
                 progress.end_batch(len(members))
                 continue
             for i, summary in zip(members, done, strict=True):
-                summaries[i], results[i] = summary, summary["final"]["outer_loss"]
+                summaries[i], results[i] = summary, job_value(jobs[i], summary)
             progress.end_batch(len(members))
     interrupts.check()

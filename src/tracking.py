@@ -14,6 +14,7 @@ place, so a crash never leaves a half-written file that aggregation would read.
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import json
 import math
@@ -78,12 +79,54 @@ def read_summary(job_dir: str | os.PathLike) -> dict | None:
     return read_json(Path(job_dir) / SUMMARY)
 
 
+def config_fingerprint(config: Any) -> str:
+    """sha256 of a run's resolved config as canonical JSON. A job's stored results are
+    trusted (skipped on resume, handed to Hydra and sweepers) only by a run whose config
+    has the same fingerprint."""
+    text = json.dumps(_jsonable(config), sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def stored_fingerprint(summary: dict) -> str | None:
+    """The fingerprint of the config a summary was produced by (computed from its config
+    where an older summary has no ``config_fingerprint``)."""
+    if summary.get("config_fingerprint"):
+        return summary["config_fingerprint"]
+    return config_fingerprint(summary["config"]) if isinstance(summary.get("config"), dict) else None
+
+
+def complete_result(job_dir: str | os.PathLike) -> dict | None:
+    """The job's summary when its whole result set is present and readable: a summary with
+    a status and final metrics, a metrics file with the summary's rows, params with
+    ``theta`` and ``w``. ``None`` for anything else (missing, truncated, corrupt): such a
+    job is run again."""
+    import pyarrow.parquet as pq
+
+    job_dir = Path(job_dir)
+    summary = read_summary(job_dir)
+    if not isinstance(summary, dict) or summary.get("status") not in ("completed", "diverged"):
+        return None
+    if not isinstance(summary.get("final"), dict) or "outer_loss" not in summary["final"]:
+        return None
+    try:
+        if pq.read_metadata(job_dir / METRICS).num_rows != summary.get("rows"):
+            return None
+        with np.load(job_dir / PARAMS) as params:
+            params["theta"], params["w"]  # noqa: B018 - reading them checks the archive's CRCs
+    except Exception:  # noqa: BLE001 - unreadable in any way: not a result
+        return None
+    return summary
+
+
 def clear_results(job_dir: str | os.PathLike) -> None:
-    """Remove a job's result files (not its .hydra config): before a job runs, and when it
-    is interrupted while they are being written, so that a job directory never holds a
-    partial set of results (a job is complete exactly when summary.json says so)."""
+    """Remove a job's result files (not its .hydra config) and the temporary files a killed
+    writer left: before a job runs, and when it is interrupted while they are being
+    written, so that a job directory never holds a partial set of results (a job is
+    complete exactly when its whole set is there, summary.json last)."""
     for name in (SUMMARY, METRICS, PARAMS):  # the summary first: it marks the job complete
         Path(job_dir, name).unlink(missing_ok=True)
+        for tmp in Path(job_dir).glob(f".{name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
 
 
 def write_metrics(job_dir: Path, columns: dict[str, np.ndarray]) -> None:

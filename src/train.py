@@ -2,10 +2,15 @@
 
 ``train(cfg, out_dir) -> summary`` is what tests call: it validates the composed
 config, runs it (a batch of one) and writes the job's files.
+
+:func:`main` is Hydra's main with what a user can cause said in one line (a YAML syntax
+error with its file, line and column; Hydra's own composition errors as Hydra words them;
+an invalid config) instead of a traceback, and Ctrl-C or SIGTERM ending with status 130.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -15,13 +20,21 @@ from omegaconf import DictConfig
 from src.config import ConfigError, validate
 
 
+class DataError(ValueError):
+    """An objective's data cannot be built from the options given."""
+
+
 def train(cfg: DictConfig | dict, out_dir: str | Path, overrides=()) -> dict:
     """Run one job of a composed config into ``out_dir``; returns its summary."""
-    from src.batching import Job, enable_compilation_cache, run_batch
+    from src.batching import Job, enable_compilation_cache, job_data, run_batch
     from src.progress import step_progress
     from src.wandb_runs import WandbWriter
 
     run = validate(cfg)  # before any work
+    try:
+        job_data(run)  # options that only the data can check (memoized for the run)
+    except Exception as exc:  # noqa: BLE001 - any failure of the objective's data function
+        raise DataError(f"its data cannot be built: {type(exc).__name__}: {exc}") from exc
     enable_compilation_cache()
     job = Job(run, Path(out_dir), tuple(overrides))
     writer = WandbWriter(run.wandb)
@@ -42,10 +55,14 @@ def task(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
     try:
         summary = train(cfg, hc.runtime.output_dir, hc.overrides.task)
-    except ConfigError as err:  # Hydra would print a traceback for an exception: exit ourselves
-        print(f"Error: {err}", file=sys.stderr)
+    except (ConfigError, DataError) as err:  # Hydra would print a traceback for an exception: exit ourselves
+        print(f"Error: {err}. Nothing was run.", file=sys.stderr)
         sys.exit(2)
     print_summary(summary, hc.runtime.output_dir)
+    if summary["status"] == "diverged":
+        from src.sweep import Diverged
+
+        return Diverged(Path(hc.runtime.output_dir).name, summary["diverged_step"])
     return summary["final"]["outer_loss"]
 
 
@@ -55,16 +72,66 @@ def _run_batch(entries, **kwargs) -> list:
     return run_sweep(entries, **kwargs)
 
 
-def _validate_batch(entries) -> list:
-    from src.sweep import validate_all
+def _validate_batch(entries, overwrite: bool = False) -> list:
+    from src.sweep import check_job_dirs, validate_all
 
-    return validate_all(entries)
+    runs = validate_all(entries)
+    check_job_dirs(entries, runs, overwrite)
+    return runs
 
 
 # Marks the task as batch-aware: the batched launcher hands it all the jobs of a multirun.
 task.run_batch = _run_batch
 task.validate_batch = _validate_batch
-main = hydra.main(version_base="1.3", config_path="../conf", config_name="train")(task)
+hydra_main = hydra.main(version_base="1.3", config_path="../conf", config_name="train")(task)
+
+
+def user_error(exc: BaseException) -> tuple[str, int] | None:
+    """The one-line message and exit status of an error a user's input caused (with the
+    file, line and column of a YAML syntax error), or None for anything else (a bug)."""
+    import yaml
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    chain, seen = [], exc
+    while seen is not None and len(chain) < 10:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    for err in chain:
+        if isinstance(err, yaml.MarkedYAMLError):
+            mark = err.problem_mark or err.context_mark
+            where = f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}" if mark else "a YAML file"
+            return f"Error: YAML syntax error in {where}: {err.problem or err.context}.", 2
+        if isinstance(err, ConfigError):
+            return f"Error: {err}.", 2
+    if isinstance(exc, HydraException | OmegaConfBaseException):
+        cause = exc.__cause__
+        text = str(exc) + (f"\n{cause}" if isinstance(cause, OmegaConfBaseException) else "")
+        return text, 1
+    return None
+
+
+def main() -> None:
+    """``python -m src.train``."""
+    from src.interrupts import Interrupted
+
+    full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"  # the user asked for tracebacks
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises, and the errors are worded below
+    try:
+        hydra_main()
+    except KeyboardInterrupt as exc:
+        if not isinstance(exc, Interrupted):  # a sweep says what it kept; anything else says this
+            print("Interrupted.", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)  # at once: a computation still running in XLA's threads is abandoned
+    except Exception as exc:
+        said = None if full_error else user_error(exc)
+        if said is None:
+            raise
+        print(said[0], file=sys.stderr)
+        sys.exit(said[1])
+
 
 if __name__ == "__main__":
     main()

@@ -15,6 +15,16 @@ most ``open_ahead`` runs are open and unwritten at a time (each holds files in w
 service). ``close()`` waits until every run is complete, finishes and removes runs that
 were opened for jobs that never completed (a failed or interrupted batch), and prints one
 warning if wandb failed; local outputs are written before, so a failure loses nothing.
+
+Workers start with Ctrl-C ignored and in a process group of their own (a terminal's Ctrl-C
+reaches the sweep alone, which stops them), and exit when their parent does, even after
+``kill -9``; wandb's own service exits with its worker. After an interrupt,
+:meth:`WandbWriter.abort` waits a few seconds at most for the runs of completed jobs,
+stops the workers and removes the runs of every job that did not complete.
+
+``wandb.mode=online`` with a server that does not answer would cost ~45 s per run: the
+server is probed once (at most ~10 s) and, when it does not answer, runs are written
+offline into the job directories instead (``wandb sync`` uploads them later).
 """
 
 from __future__ import annotations
@@ -22,7 +32,10 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 import sys
+import threading
+import time
 from collections import deque
 from pathlib import Path
 
@@ -118,11 +131,24 @@ def log_wandb_run(job_dir: str, settings: dict, config: dict, columns: dict, sum
 _OPEN: dict[str, object] = {}  # job_dir -> open run, or the error that kept it from opening
 
 
-def _start_worker() -> None:
+def _exit_with(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)  # the sweep is gone (even by kill -9): so is its worker, and wandb's service with it
+
+
+def _start_worker(parent: int) -> None:
+    os.setpgrp()  # a terminal's Ctrl-C goes to the sweep's process group, not here
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
     # wandb's SDK error reporting (OpenTelemetry) costs ~0.2 ms per logged step; workers
     # turn it off unless the user set WANDB_ERROR_REPORTING themselves
     os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
     import wandb  # noqa: F401 - import once per worker, while the parent compiles
+
+
+def _ready() -> None:
+    """A first task: makes the pool start its worker now, so importing wandb overlaps
+    the parent's compilation."""
 
 
 def _open_run(job_dir: str, settings: dict, config: dict) -> str | None:
@@ -160,14 +186,56 @@ def _discard_open_runs() -> None:
 
 
 # ------------------------------------------------------------------ parent process side
+def server_unreachable(base_url: str, timeout: float = 10.0) -> str | None:
+    """Why a wandb server does not answer an HTTP request within ``timeout`` seconds (a
+    closed port, a name that does not resolve, a socket that accepts and never answers),
+    or None when it answers at all (any HTTP status)."""
+    import urllib.error
+    import urllib.request
+
+    outcome: list = []
+
+    def probe() -> None:
+        try:
+            urllib.request.urlopen(base_url, timeout=timeout / 2).close()
+            outcome.append(None)
+        except urllib.error.HTTPError:
+            outcome.append(None)  # it answered
+        except Exception as exc:  # noqa: BLE001 - any failure to get an answer
+            outcome.append(f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}")
+
+    thread = threading.Thread(target=probe, daemon=True)  # also bounds a name lookup that hangs
+    thread.start()
+    thread.join(timeout)
+    return outcome[0] if outcome else f"no answer within {timeout:g} s"
+
+
+def _online_or_offline(settings: dict) -> dict:
+    """``mode: online`` only when the server answers; else offline, with one warning."""
+    if settings.get("mode") != "online":
+        return settings
+    base_url = os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai"
+    reason = server_unreachable(base_url)
+    if reason is None:
+        return settings
+    print(
+        f"Warning: the wandb server {base_url} does not answer ({reason}); runs are written offline into "
+        "the job directories: upload them later with `wandb sync <job>/wandb/offline-run-*`.",
+        file=sys.stderr,
+    )
+    return {**settings, "mode": "offline"}
+
+
 class WandbWriter:
     """Writes one wandb run per job; in worker processes when ``workers > 0``."""
 
     def __init__(self, settings: dict | None, workers: int = 0, open_ahead: int = 64):
-        self.settings = dict(settings or {"mode": "disabled"})
+        self.settings = _online_or_offline(dict(settings or {"mode": "disabled"}))
         self.enabled = self.settings.get("mode", "disabled") != "disabled"
         self.pools: list = []
         self.futures: list = []
+        self.writes: dict[str, object] = {}  # job_dir -> the future of its run's writing
+        self.planned: set[str] = set()  # job_dirs whose runs this writer may open
         self.errors: list[str] = []
         self.owner: dict[str, int] = {}  # job_dir -> the worker that opened its run
         self.to_open: deque = deque()
@@ -178,10 +246,18 @@ class WandbWriter:
             from concurrent.futures import ProcessPoolExecutor
 
             ctx = multiprocessing.get_context("spawn")  # never fork a process that runs JAX
-            for _ in range(workers):  # one process per pool: a run is written where it was opened
-                pool = ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=_start_worker)
-                pool.submit(_start_worker)  # start now: importing wandb overlaps compilation
-                self.pools.append(pool)
+            main = threading.current_thread() is threading.main_thread()
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None  # inherited: ignored
+            try:
+                for _ in range(workers):  # one process per pool: a run is written where it was opened
+                    pool = ProcessPoolExecutor(
+                        max_workers=1, mp_context=ctx, initializer=_start_worker, initargs=(os.getpid(),)
+                    )
+                    pool.submit(_ready)  # start now: importing wandb overlaps compilation
+                    self.pools.append(pool)
+            finally:
+                if main:
+                    signal.signal(signal.SIGINT, previous)
 
     def _settings(self, job_dir: Path, job_type: str | None) -> dict:
         settings = {**self.settings, "job_type": self.settings.get("job_type") or job_type}
@@ -192,6 +268,8 @@ class WandbWriter:
         """``(job_dir, config, job_type)`` of the jobs to come, in the order they will run:
         their runs are opened ahead, while the parent computes."""
         if self.enabled and self.pools:
+            jobs = list(jobs)
+            self.planned.update(str(job[0]) for job in jobs)
             self.to_open.extend(jobs)
             self._open_more()
 
@@ -218,12 +296,38 @@ class WandbWriter:
         k = self.owner.pop(key, None)
         if k is None:
             k = self._next_worker()
-        self.futures.append(self.pools[k].submit(_write_run, key, settings, config, columns, summary))
+        self.planned.add(key)
+        self.writes[key] = future = self.pools[k].submit(_write_run, key, settings, config, columns, summary)
+        self.futures.append(future)
         self._open_more()
 
     def _done(self, error: str | None) -> None:
         if error:
             self.errors.append(error)
+
+    def abort(self, timeout: float = 5.0) -> None:
+        """After an interrupt: wait (``timeout`` seconds at most) for the runs of the jobs that
+        completed, stop the workers (and with them wandb's services), and remove the runs of
+        every other job. Runs not written by then are removed too: their jobs are complete
+        locally, and a rerun resumes them without a wandb run."""
+        deadline = time.monotonic() + timeout
+        written = set()
+        for key, future in self.writes.items():
+            try:
+                if future.result(timeout=max(0.0, deadline - time.monotonic())) is None:
+                    written.add(key)
+            except Exception:  # noqa: BLE001, S110 - not written in time, or failed
+                pass
+        for pool in self.pools:
+            processes = list(getattr(pool, "_processes", {}).values())
+            pool.shutdown(wait=False, cancel_futures=True)
+            for process in processes:
+                process.kill()
+            for process in processes:
+                process.join(timeout=2)
+        self.pools, self.futures = [], []
+        for key in self.planned - written:
+            shutil.rmtree(Path(key) / "wandb", ignore_errors=True)
 
     def close(self) -> None:
         """Wait for every run; discard runs opened for jobs that did not complete."""

@@ -16,13 +16,19 @@ import pytest
 from tests.conftest import ROOT, cli, compose, signal_after_first_job
 
 BAD = [
-    (["lr=abc"], "lr='abc'", "a number in (0, inf]"),
-    (["lr=0"], "lr=0", "a number in (0, inf]"),
+    (["lr=abc"], "lr='abc'", "a finite number > 0"),
+    (["lr=0"], "lr=0", "a finite number > 0"),
+    (["lr=inf"], "lr=inf", "a finite number > 0"),
+    (["lr=1e-50"], "lr=1e-50", "it becomes 0.0 in float32, precision=float32"),
+    (["objective.theta_init=1e39"], "objective.theta_init=1e+39", "it becomes inf in float32"),
+    (["seed=4294967296"], "seed=4294967296", "an integer in [0, 4294967295]"),
+    (["seed=1e20"], "seed=1e+20", "an integer in [0, 4294967295]"),
+    (["seed=-1"], "seed=-1", "an integer in [0, 4294967295]"),
     (["+foo=1"], "foo=1", "unknown key; allowed top-level keys"),
     (["+inner_solver.bogus=3"], "inner_solver.bogus=3", "unknown key; allowed: _target_, b1"),
     (["inner_solver.steps=0"], "inner_solver.steps=0", "an integer >= 1"),
     (["inner_solver.steps=2.5"], "inner_solver.steps=2.5", "an integer >= 1"),
-    (["linear_solver.tol=-1"], "linear_solver.tol=-1", "a number in [0, inf]"),
+    (["linear_solver.tol=-1"], "linear_solver.tol=-1", "a finite number >= 0"),
     (["precision=float16"], "precision='float16'", "one of float32, float64"),
     (["objective=data_cleaning", "objective.corruption=1.5"], "objective.corruption=1.5", "in [0, 1]"),
     (["outer_steps=-3"], "outer_steps=-3", "an integer >= 1"),
@@ -31,15 +37,35 @@ BAD = [
     (["hypergrad=unrolled", "inner_solver=lbfgs"], "inner_solver='lbfgs'", "reverse mode cannot differentiate"),
     (["hypergrad=unrolled", "inner_solver.tol=1e-3"], "inner_solver.tol=0.001", "tolerance-stopped"),
     (["inner_solver._target_=optax.nothing"], "inner_solver._target_='optax.nothing'", "an importable callable"),
+    (["objective._target_=numpy.zeros"], "objective._target_='numpy.zeros'", "calling it failed: TypeError"),
+    (["objective._target_=src.objectives.Objective"], "objective._target_=", "returning src.objectives.Objective"),
+    (["objective._target_=math.pi"], "objective._target_='math.pi'", "an importable callable (it is a float)"),
 ]
 
 
 @pytest.mark.parametrize("args, named, allowed", BAD, ids=[" ".join(a) for a, _, _ in BAD])
-def test_bad_input_is_one_clear_message(args, named, allowed, tmp_path):
+def test_bad_input_is_one_clear_message(args, named, allowed):
+    from src.config import ConfigError, validate
+
+    with pytest.raises(ConfigError) as err:
+        validate(compose(*args))
+    message = str(err.value)
+    assert message.startswith(f"invalid config: {named}") and allowed in message, message
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["lr=1e-50"], "invalid config: lr=1e-50: a value that float32 can hold"),
+        (["objective._target_=numpy.zeros"], "invalid config: objective._target_='numpy.zeros': an objective factory"),
+        (["objective=data_cleaning", "objective.n_train=5000"], "its data cannot be built: ValueError"),
+    ],
+)
+def test_bad_input_through_the_cli_exits_2_with_one_line(args, says, tmp_path):
     proc = cli(*args, f"hydra.run.dir={tmp_path / 'run'}")
-    assert proc.returncode == 2
-    assert "Traceback" not in proc.stderr
-    assert f"invalid config: {named}: " in proc.stderr and allowed in proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0] and lines[0].endswith("Nothing was run."), proc.stderr
     assert not (tmp_path / "run" / "metrics.parquet").exists()
 
 
@@ -55,9 +81,71 @@ def test_one_bad_job_stops_the_sweep_before_any_work(tmp_path):
     out = tmp_path / "sweep"
     proc = cli("-m", "lr=0.1,0.2,-1", f"hydra.sweep.dir={out}")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "job 2 (lr=-1)" in proc.stderr and "lr=-1: a number in (0, inf]" in proc.stderr
+    assert "job 2 (lr=-1)" in proc.stderr and "lr=-1: a finite number > 0" in proc.stderr
     assert "Nothing was run." in proc.stderr
     assert not [p for p in out.iterdir() if p.is_dir()]  # no job directory was made
+
+
+@pytest.mark.parametrize(
+    "sweep, says",
+    [
+        (
+            ["seed=0,4294967296"],
+            "job 1 (seed=4294967296 outer_steps=2): invalid config: seed=4294967296: an integer in [0, 4294967295]",
+        ),
+        (
+            ["objective=data_cleaning", "objective.n_train=600,5000"],
+            "job 1 (objective=data_cleaning objective.n_train=5000 outer_steps=2): its data cannot be built: ValueError",
+        ),
+    ],
+)
+def test_a_job_whose_seed_or_data_is_invalid_stops_the_sweep_before_any_work(sweep, says, tmp_path):
+    out = tmp_path / "sweep"
+    proc = cli("-m", *sweep, "outer_steps=2", f"hydra.sweep.dir={out}")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert says in proc.stderr and proc.stderr.strip().endswith("Nothing was run.")
+    assert not [p for p in out.iterdir() if p.is_dir()]  # the valid job did not run either
+
+
+@pytest.mark.parametrize(
+    "option, says",
+    [
+        ("hydra.launcher.max_batch_size=-1", "hydra.launcher.max_batch_size=-1: an integer >= 1"),
+        ("hydra.launcher.max_batch_size=0", "hydra.launcher.max_batch_size=0: an integer >= 1"),
+        ("hydra.launcher.array_parallelism=0", "hydra.launcher.array_parallelism=0: an integer >= 1"),
+    ],
+)
+def test_launcher_options_are_validated(option, says, tmp_path):
+    out = tmp_path / "sweep"
+    proc = cli("-m", "lr=0.1,0.2", option, f"hydra.sweep.dir={out}")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0], proc.stderr
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_yaml_syntax_error_names_file_line_and_column(tmp_path):
+    conf = tmp_path / "myconf" / "objective"
+    conf.mkdir(parents=True)
+    (conf / "broken.yaml").write_text("# @package _global_\nobjective:\n  name: broken\n  _target_: [unclosed\n")
+    proc = cli("--config-dir", str(tmp_path / "myconf"), "objective=broken", f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert f"YAML syntax error in {conf / 'broken.yaml'}, line 5, column 1" in lines[0]
+
+
+@pytest.mark.parametrize("mode", ["-m", "run"])
+def test_an_output_directory_that_is_a_file_is_one_line(mode, tmp_path):
+    path = tmp_path / "a_file"
+    path.write_text("not a directory")
+    key = "hydra.sweep.dir" if mode == "-m" else "hydra.run.dir"
+    args = ["-m", "lr=0.1,0.2"] if mode == "-m" else []
+    proc = cli(*args, f"{key}={path}")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"{key}='{path}': a directory; that path is a file" in lines[0], proc.stderr
+    assert path.read_text() == "not a directory"
 
 
 def test_divergence_inside_a_batch_leaves_the_others_unaffected(tmp_path, run_job):

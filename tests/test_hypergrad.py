@@ -7,6 +7,8 @@ differences of the outer loss through an inner solution found by Newton's method
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -139,7 +141,9 @@ def test_jaxopt_custom_root_agrees():
             return objective.inner_solution(th, data)
 
         optimality = jax.grad(objective.inner_loss)
-        solver = jaxopt.implicit_diff.custom_root(lambda w, th: optimality(w, th, data))(inner_solve)
+        # jaxopt's own CG to the same tolerance as ours (its default stops at 1e-5)
+        solve = functools.partial(jaxopt.linear_solve.solve_cg, tol=1e-12, maxiter=100)
+        solver = jaxopt.implicit_diff.custom_root(lambda w, th: optimality(w, th, data), solve=solve)(inner_solve)
         peer = jax.grad(lambda th: objective.outer_loss(solver(data["w0"], th), th, data))(theta)
         cg = {"name": "cg", "maxiter": 100, "tol": 1e-12}
         ours = make_implicit(objective, make_inner_solver(EXACT, objective), cg)(theta, data["w0"], jnp.zeros(10), data)

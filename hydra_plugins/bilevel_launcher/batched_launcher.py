@@ -28,7 +28,8 @@ class Executor(Enum):
 class BatchedLauncherConf:
     _target_: str = "hydra_plugins.bilevel_launcher.batched_launcher.BatchedLauncher"
     max_batch_size: int = 1024  # a group larger than this runs as several batches
-    resume: bool = True  # skip jobs whose summary.json says completed
+    resume: bool = True  # skip jobs whose complete results were produced by the same config
+    overwrite: bool = False  # rerun jobs whose directories hold results of other settings (else refused)
     executor: Executor = Executor.local
     # executor=submitit_*: each batch is one submitit job. Names and defaults as
     # hydra-submitit-launcher's; a batch is one task on one node.
@@ -66,9 +67,11 @@ ConfigStore.instance().store(
 
 
 class BatchedLauncher(Launcher):
-    def __init__(self, max_batch_size: int = 1024, resume: bool = True, executor="local", **submitit) -> None:
+    def __init__(
+        self, max_batch_size: int = 1024, resume: bool = True, overwrite: bool = False, executor="local", **submitit
+    ) -> None:
         self.max_batch_size = max_batch_size
-        self.resume = resume
+        self.resume, self.overwrite = resume, overwrite
         self.executor = getattr(executor, "value", executor)
         self.submitit = submitit  # executor options, used when executor is submitit_*
         self.config = self.hydra_context = self.task_function = None

@@ -4,7 +4,10 @@ The basic sweeper checks a batch by composing every job from scratch
 (``load_sweep_config``, ~55 ms a job) before the launcher composes them again. Jobs with
 the same config-group choices and the same overridden keys compose alike, so this one
 composes one job per such template; the values themselves are checked by the
-application's validation before any work. Everything else is the basic sweeper's.
+application's validation before any work. A batch that failed (its jobs' ``JobReturn``s
+raise, which makes the basic sweeper raise) ends the sweep with status 1 after the sweep's
+own one-line report, not with a traceback; a sweep refused before any work (status 2)
+leaves the ``multirun.yaml`` that its directory had. Everything else is the basic sweeper's.
 """
 
 from collections.abc import Sequence
@@ -26,11 +29,31 @@ ConfigStore.instance().store(group="hydra/sweeper", name="batched", node=Batched
 
 
 class BatchedSweeper(BasicSweeper):
+    def sweep(self, arguments: list[str]):
+        import sys
+        from pathlib import Path
+
+        from src.sweep import BatchFailed
+
+        saved = Path(str(self.config.hydra.sweep.dir), "multirun.yaml")
+        before = saved.read_bytes() if saved.is_file() else None
+        try:
+            return super().sweep(arguments)
+        except BatchFailed:  # the sweep said which batch failed and why; not a traceback
+            sys.exit(1)
+        except SystemExit as exc:
+            if exc.code == 2:  # refused before any work: the directory keeps the sweep it had
+                if before is None:
+                    saved.unlink(missing_ok=True)
+                else:
+                    saved.write_bytes(before)
+            raise
+
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
-        from src.launcher import template_key
+        from src.launcher import ConfigGroups, template_key
 
         loader = self.hydra_context.config_loader
-        groups = set(self.config.hydra.runtime.choices)
+        groups = ConfigGroups(loader, self.config)
         seen = set()
         for overrides in batch:
             key = template_key(overrides, groups)

@@ -1,0 +1,81 @@
+"""What is checked before a run or sweep writes anything: its output directory, the
+batched launcher's options, and the lock that gives a sweep directory to one sweep.
+
+Called by the ``SweepGuard`` Hydra callback (``hydra_plugins/bilevel_launcher``) at the
+start of a run or multirun, before Hydra's sweeper writes ``multirun.yaml``. A refusal is
+one line on stderr and exit status 2, with nothing written.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+from src.config import ConfigError, Interval, NonNegative, PositiveInt, check_value
+
+LOCK = ".sweep.lock"
+
+# the batched launcher's numeric options and their ranges (its dataclass gives the types)
+LAUNCHER_RANGES: dict[str, Any] = {
+    "max_batch_size": Annotated[int, PositiveInt],
+    "timeout_min": Annotated[int, PositiveInt],
+    "max_num_timeout": Annotated[int, NonNegative],
+    "signal_delay_s": Annotated[int, NonNegative],
+    "array_parallelism": Annotated[int, PositiveInt],
+    "cpus_per_task": Annotated[int, PositiveInt] | None,
+    "gpus_per_node": Annotated[int, NonNegative] | None,
+    "gpus_per_task": Annotated[int, NonNegative] | None,
+    "cpus_per_gpu": Annotated[int, PositiveInt] | None,
+    "mem_gb": Annotated[int, Interval(1)] | None,
+}
+
+
+def refuse(message: str) -> None:
+    """Stop before any work: the message (it names the key or job, the value and what is
+    allowed), "Nothing was run.", exit status 2."""
+    print(f"{message}{'' if message.endswith('.') else '.'} Nothing was run.", file=sys.stderr)
+    sys.exit(2)
+
+
+def check_output_dir(path: str | os.PathLike, key: str) -> Path:
+    """An output directory that exists as a directory or can be made."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        refuse(f"Error: invalid config: {key}={str(path)!r}: a directory; that path is a file.")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        refuse(f"Error: invalid config: {key}={str(path)!r}: a directory that can be created ({exc.strerror}).")
+    return path
+
+
+def check_launcher(options: dict) -> None:
+    """The batched launcher's numeric options are in range (Hydra checked their types)."""
+    for key, annotation in LAUNCHER_RANGES.items():
+        if key in options:
+            try:
+                check_value(f"hydra.launcher.{key}", options[key], annotation)
+            except ConfigError as err:
+                refuse(f"Error: {err}.")
+
+
+def lock_sweep_dir(sweep_dir: Path) -> int:
+    """Hold an OS lock on the sweep directory for the life of this process (the kernel
+    releases it on any exit, a crash or ``kill -9`` included). A second sweep into a
+    directory in use is refused before it writes anything there. Returns the lock's fd."""
+    fd = os.open(sweep_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner = os.read(fd, 64).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        refuse(
+            f"Error: hydra.sweep.dir={str(sweep_dir)!r} is in use by another sweep (pid {owner}); wait for it to end "
+            "or choose another hydra.sweep.dir."
+        )
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
