@@ -117,13 +117,13 @@ def resumed(jobs: Sequence[Job], resume: bool) -> dict[int, dict]:
 def _tiles(rows: list[list[int]], max_batch_size: int) -> tuple[list[list[int]], tuple[int, int]]:
     """Cut a group's jobs, given as rows of jobs that share a dataset, into batches of one
     grid shape (D datasets x M jobs, D * M <= max_batch_size): each batch takes up to D
-    rows and up to M jobs of each. The shape wastes the fewest padded slots (then makes
-    the fewest batches); every batch is padded to it, so the group compiles once."""
+    rows and up to M jobs of each. The shape makes the fewest batches (then wastes the
+    fewest padded slots); every batch is padded to it, so the group compiles once."""
     best = None
     for m in range(1, min(max(map(len, rows)), max_batch_size) + 1):
         d = min(len(rows), max_batch_size // m)
         count = sum(-(-max(map(len, rows[b : b + d])) // m) for b in range(0, len(rows), d))
-        cost = (count * d * m, count)
+        cost = (count, count * d * m)
         if best is None or cost < best[0]:
             best = (cost, d, m)
     _, d, m = best

@@ -78,3 +78,93 @@ def test_cli_unknown_metric_is_a_clear_error(sweeps):
     ridge, _ = sweeps
     proc = cli(str(ridge), "--metric", "nope", module="src.aggregate")
     assert proc.returncode == 2 and "unknown --metric nope" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_failed_and_unreadable_jobs_are_counted_with_one_warning(sweeps, tmp_path):
+    import shutil
+
+    ridge, _ = sweeps
+    broken = tmp_path / "broken"
+    shutil.copytree(ridge, broken)
+    for name in ("results.csv", "results.md", "results.tex"):
+        (broken / name).unlink(missing_ok=True)
+    jobs = {json.loads((broken / str(j) / "summary.json").read_text())["config"]["lr"]: [] for j in range(6)}
+    for j in range(6):
+        jobs[json.loads((broken / str(j) / "summary.json").read_text())["config"]["lr"]].append(str(j))
+    a, b = jobs[0.05][:2]  # two jobs of lr=0.05
+    c = jobs[0.2][0]
+    (broken / a / "summary.json").unlink()  # failed: no results (its .hydra/ is there)
+    (broken / b / "summary.json").write_text((broken / b / "summary.json").read_text()[:50])  # truncated
+    data = (broken / c / "metrics.parquet").read_bytes()
+    (broken / c / "metrics.parquet").write_bytes(data[:100])  # truncated next to an intact summary
+
+    proc = cli(str(broken), "--metric", "outer_loss", "--plot", module="src.aggregate")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    warning = [line for line in proc.stderr.splitlines() if line.startswith("Warning")]
+    assert len(warning) == 1
+    assert f"1 with no results (failed or not run): broken/{a}" in warning[0]
+    assert f"2 with unreadable result files: broken/{min(b, c, key=int)}, broken/{max(b, c, key=int)}" in warning[0]
+    table = pd.read_csv(broken / "results.csv").set_index("lr")
+    assert table.loc[0.05, "failed"] == 1 and table.loc[0.05, "unreadable"] == 1 and table.loc[0.05, "jobs"] == 3
+    assert table.loc[0.2, "failed"] == 0 and table.loc[0.2, "unreadable"] == 1
+    # the means are over the readable completed jobs only, by hand from their summaries
+    for lr, members in jobs.items():
+        kept = [m for m in members if m not in (a, b, c)]
+        losses = [json.loads((ridge / m / "summary.json").read_text())["final"]["outer_loss"] for m in kept]
+        assert table.loc[lr, "outer_loss_count"] == len(kept)
+        assert table.loc[lr, "outer_loss_mean"] == pytest.approx(np.mean(losses), rel=1e-12)
+    assert (broken / "plot_outer_loss_steps.png").stat().st_size > 5000
+
+
+def test_plots_order_colour_and_scale_by_value(tmp_path):
+    """Lines in numeric order of the swept value, coloured along a colormap, errors on a
+    log axis with positive bands, the legend outside the data, and no plot of a metric
+    that is one value per batch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    from src.aggregate import plot
+
+    out = tmp_path / "steps"
+    proc = cli(
+        "-m",
+        "objective=ridge",
+        "inner_solver.warm_start=false",
+        "inner_solver.steps=3,10,100",
+        "seed=0,1,2",
+        "outer_steps=3",
+        f"hydra.sweep.dir={out}",
+    )
+    assert proc.returncode == 0, proc.stderr
+    runs, steps = load_runs(out), load_steps(out)
+    figures = []
+    real_savefig = matplotlib.figure.Figure.savefig
+
+    def keep(fig, path, **kwargs):
+        figures.append((path.name, fig))
+        return real_savefig(fig, path, **kwargs)
+
+    matplotlib.figure.Figure.savefig = keep
+    try:
+        written = plot(runs, steps, ["hypergrad_error", "run_s"], ["inner_solver.steps"], out)
+    finally:
+        matplotlib.figure.Figure.savefig = real_savefig
+    names = [p.name for p in written]
+    assert names == ["plot_hypergrad_error_steps.png", "plot_hypergrad_error_vs_inner_solver.steps.png"]
+    (_, fig), _ = figures
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log"
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["inner_solver.steps=3", "inner_solver.steps=10", "inner_solver.steps=100"]
+    colours = [line.get_color() for line in ax.get_lines()]
+    viridis = matplotlib.colormaps["viridis"]
+    assert colours[0] == viridis(0.0) and colours[-1] == viridis(0.9)
+    for band in ax.collections:  # the 20-80 % bands stay above zero
+        assert (band.get_paths()[0].vertices[:, 1] > 0).all()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()  # the figure was closed after saving
+    assert ax.get_legend().get_window_extent(renderer).x0 >= ax.get_window_extent(renderer).x1  # outside the axes
+    plt.close("all")

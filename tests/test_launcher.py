@@ -120,10 +120,12 @@ def test_mixed_static_choices_form_groups_and_chunks(tmp_path):
     assert [len(b["jobs"]) for b in summary["batches"]] == [2, 1] * 4
     assert summary["compiled_programs"] == 4  # the 1-job remainder is padded into the 2-job program
     assert summary["full_compositions"] == 2  # one per template: group choices x overridden keys
-    for job in _jobs(out):
+    for job in _jobs(out):  # a batch's label shows the keys that tell the groups apart
         s = json.loads((job / "summary.json").read_text())
         cfg = s["config"]
-        assert s["batch"]["label"].endswith(f"linear_solver={cfg['linear_solver']['name']}")
+        label = f"linear_solver={cfg['linear_solver']['name']} inner_solver.steps={cfg['inner_solver']['steps']}"
+        assert s["batch"]["label"] == label
+        assert f"[{label}]" in proc.stderr  # and the progress lines show it
 
 
 def test_resume_runs_only_missing_jobs(tmp_path):
@@ -169,3 +171,39 @@ def test_job_returns_reach_hydra_callbacks(tmp_path):
         summary = json.loads((out / r["num"] / "summary.json").read_text())
         assert r["return_value"] == summary["final"]["outer_loss"]
         assert r["start_output_dir"] == str(out / r["num"])
+
+
+def test_every_override_syntax_keeps_one_composition_per_template(tmp_path):
+    """key=, +key=, ++key=, ~key and group overrides: one full composition per template,
+    and every job's .hydra files as the basic launcher writes them."""
+    sweep = (
+        "objective=ridge",
+        "lr=0.01,0.05",
+        "seed=0,1",
+        "++wandb.mode=disabled",
+        "+inner_solver.momentum=0.5",
+        "~wandb.tags",
+        "++outer_steps=2",
+    )
+    out, _ = _multirun(tmp_path, "b", *sweep)
+    basic, _ = _multirun(tmp_path, "s", *sweep, "hydra/launcher=basic")
+    assert json.loads((out / "sweep_summary.json").read_text())["full_compositions"] == 1
+    for a, b in zip(_jobs(out), _jobs(basic), strict=True):
+        for name in ("config.yaml", "overrides.yaml"):
+            assert (a / ".hydra" / name).read_bytes() == (b / ".hydra" / name).read_bytes(), (a, name)
+        _compare_metrics(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_group_cut_into_chunks_compiles_once(tmp_path):
+    """3 learning rates x 4 seeds in batches of at most 5: every batch has one grid shape
+    (datasets x jobs per dataset), so one program serves the group; the numbers equal one
+    batch of all twelve."""
+    sweep = ("objective=ridge", "lr=0.01,0.05,0.1", "seed=0,1,2,3", "outer_steps=3")
+    out, _ = _multirun(tmp_path, "chunks", *sweep, "hydra.launcher.max_batch_size=5")
+    whole, _ = _multirun(tmp_path, "whole", *sweep)
+    summary = json.loads((out / "sweep_summary.json").read_text())
+    assert summary["compiled_programs"] == 1 and summary["groups"] == 1
+    assert all(len(b["jobs"]) <= 5 for b in summary["batches"])
+    assert sorted(j for b in summary["batches"] for j in b["jobs"]) == sorted(str(i) for i in range(12))
+    for a, b in zip(_jobs(out), _jobs(whole), strict=True):
+        _compare_metrics(a, b, rtol=1e-5, atol=1e-6)
