@@ -8,11 +8,14 @@ count), and for the batched launcher the per-job share of the bare vmapped compu
 as timed inside the sweep process (``phases_s.run_s`` of its ``sweep_summary.json``) and
 the overhead per job: the slope of (wall time - computation) against job count.
 
-    python benchmarks/sweep_throughput.py [--part all|launchers|wandb] [--sizes 8 64 512]
+    python benchmarks/sweep_throughput.py [--part all|launchers|wandb|overrides] [--sizes 8 64 512]
         [--basic-sizes 8 64] [--wandb-sizes 64 256] [--extra ARGS]
 
 The wandb part runs each size with wandb disabled and offline, one after the other, and
-prints wandb's added wall time per job and its slope against the job count.
+prints wandb's added wall time per job and its slope against the job count. The overrides
+part runs the 64-job sweep with ``wandb.mode=disabled`` written as ``key=``, ``++key=``
+and with ``+``/``~`` overrides too, side by side: every syntax should keep one full
+composition per template (``full_compositions`` of ``sweep_summary.json``).
 """
 
 from __future__ import annotations
@@ -32,18 +35,21 @@ sys.path.insert(0, str(ROOT))
 SEEDS = 8
 
 
-def sweep_args(n_jobs: int, wandb: str = "disabled") -> list[str]:
+def sweep_args(n_jobs: int, wandb: str = "disabled", mode_override: str = "wandb.mode") -> list[str]:
     lrs = np.geomspace(1e-3, 0.3, n_jobs // SEEDS)
     return [
         "objective=logreg",
-        f"wandb.mode={wandb}",
+        f"{mode_override}={wandb}",
         "lr=" + ",".join(f"{x:.6g}" for x in lrs),
         "seed=" + ",".join(str(s) for s in range(SEEDS)),
     ]
 
 
-def wall(n_jobs: int, launcher: str, tmp: Path, extra: list[str], wandb: str = "disabled") -> tuple[float, float]:
-    """(wall seconds, seconds of computation inside the process) of the timed run."""
+def wall(
+    n_jobs: int, launcher: str, tmp: Path, extra: list[str], wandb: str = "disabled", summary: dict | None = None
+) -> tuple[float, float]:
+    """(wall seconds, seconds of computation inside the process) of the timed run; the
+    timed run's ``sweep_summary.json`` goes into ``summary`` when one is given."""
     args = sweep_args(n_jobs, wandb)
     cmd = [sys.executable, "-m", "src.train", "-m", *args, f"hydra/launcher={launcher}", *extra]
     for attempt in ("warmup", "timed"):
@@ -53,8 +59,10 @@ def wall(n_jobs: int, launcher: str, tmp: Path, extra: list[str], wandb: str = "
         elapsed = time.perf_counter() - t
     if launcher == "basic":
         return elapsed, float("nan")
-    phases = json.loads((out / "sweep_summary.json").read_text())["phases_s"]
-    return elapsed, phases["run_s"]
+    written = json.loads((out / "sweep_summary.json").read_text())
+    if summary is not None:
+        summary.update(written)
+    return elapsed, written["phases_s"]["run_s"]
 
 
 def slope(sizes, times) -> float:
@@ -66,7 +74,7 @@ def main() -> None:
     p.add_argument("--sizes", type=int, nargs="+", default=[8, 64, 512])
     p.add_argument("--basic-sizes", type=int, nargs="+", default=[8, 64])
     p.add_argument("--wandb-sizes", type=int, nargs="+", default=[64, 256])
-    p.add_argument("--part", choices=["all", "launchers", "wandb"], default="all")
+    p.add_argument("--part", choices=["all", "launchers", "wandb", "overrides"], default="all")
     p.add_argument("--extra", nargs="*", default=[], help="more overrides for every sweep")
     args = p.parse_args()
     print(f"logreg, lr x {SEEDS} seeds, 100 outer steps; whole processes after one warm-up each")
@@ -74,6 +82,29 @@ def main() -> None:
         launchers(args)
     if args.part in ("all", "wandb"):
         wandb_cost(args)
+    if args.part in ("all", "overrides"):
+        override_syntaxes(args)
+
+
+def override_syntaxes(args, n: int = 64) -> None:
+    """The same 64-job sweep with its constant keys given in each override syntax."""
+    cases = {
+        "wandb.mode=disabled": [],
+        "++wandb.mode=disabled": ["++wandb.mode=disabled"],
+        "++wandb.mode, +inner_solver.momentum, ~wandb.tags": [
+            "++wandb.mode=disabled",
+            "+inner_solver.momentum=0.0",
+            "~wandb.tags",
+        ],
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (name, extra) in enumerate(cases.items()):
+            summary: dict = {}
+            seconds = wall(n, "batched", Path(tmp) / f"case{i}", [*args.extra, *extra], summary=summary)[0]
+            print(
+                f"{n} jobs, {name}: {seconds:.2f} s  full_compositions {summary['full_compositions']}  "
+                f"compose {summary['compose_s']:.2f} s"
+            )
 
 
 def launchers(args) -> None:

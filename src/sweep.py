@@ -245,6 +245,9 @@ def _sweep(entries, max_batch_size, resume, sweep_dir, stats, validated, summary
         _run_batches(jobs, batches, results, summaries, len(pending), writer)
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: keep what completed, say how to resume
         with interrupts.deferred():
+            for k, summary in resumed([jobs[i] for i in pending], True).items():  # written before the stop
+                i = pending[k]
+                summaries[i], results[i] = summary, job_value(jobs[i], summary)
             if writer is not None:
                 writer.abort()
             report(interrupted=True)
