@@ -1,0 +1,75 @@
+"""Every ``python -m src.train`` and ``python -m src.aggregate`` command that README.md
+shows runs as shown, shrunk to a few outer steps (and a study to its reduced form), in a
+fresh working directory: first every run, then every aggregation of what they wrote."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+
+import pytest
+
+from tests.conftest import ROOT, cli
+from tests.test_studies import EXPECTED_JOBS, REDUCED
+
+README = ROOT / "README.md"
+NEEDS_A_CLUSTER = ("executor=submitit_slurm", "+cluster=")  # the SLURM section's commands
+SHRUNK_OPTUNA = ["hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2"]
+
+
+def readme_commands() -> list[list[str]]:
+    """The commands, in order: code lines (indented or fenced; ``\\`` continuations joined,
+    trailing ``  # comments`` dropped), then inline code spans with arguments. Not run:
+    the SLURM section's (they need a cluster) and templates with a ``<placeholder>``."""
+    text = README.read_text()
+    found, lines, fenced, i = [], text.splitlines(), False, 0
+    while i < len(lines):
+        raw = lines[i]
+        fenced ^= raw.strip().startswith("```")
+        line = raw.strip()
+        while line.endswith("\\") and i + 1 < len(lines):
+            i += 1
+            line = line[:-1].rstrip() + " " + lines[i].strip()
+        if (fenced or raw.startswith("    ")) and line.startswith(("python -m src.train", "python -m src.aggregate")):
+            found.append(re.split(r"\s{2,}#", line)[0].strip())
+        i += 1
+    found += [c for c in re.findall(r"`(python -m src\.(?:train|aggregate) [^`]+)`", text)]
+    commands = []
+    for command in dict.fromkeys(found):
+        if not any(marker in command for marker in NEEDS_A_CLUSTER) and not re.search(r"<\w+>", command):
+            commands.append(shlex.split(command))
+    return commands
+
+
+def shrunk(args: list[str]) -> list[str]:
+    study = next((a.split("=", 1)[1] for a in args if a.startswith("study=")), None)
+    extra = ["outer_steps=2"]
+    if study == "optuna_logreg":
+        extra += SHRUNK_OPTUNA
+    elif study is not None:
+        extra += REDUCED[study]
+    return args + extra
+
+
+def test_the_readme_shows_runs_and_aggregations():
+    commands = readme_commands()
+    modules = [c[2] for c in commands]
+    assert modules.count("src.train") >= 10 and modules.count("src.aggregate") >= 3, commands
+    assert ["python", "-m", "src.train"] in commands  # the set-up's default job
+
+
+@pytest.mark.slow
+def test_every_readme_command_works_as_shown(tmp_path):
+    (tmp_path / "examples").symlink_to(ROOT / "examples")  # the own-objective example's paths
+    commands = readme_commands()
+    for args in sorted(commands, key=lambda c: c[2] == "src.aggregate"):  # runs first, stable
+        module, rest = args[2], args[3:]
+        proc = cli(*(shrunk(rest) if module == "src.train" else rest), module=module, cwd=tmp_path)
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, (" ".join(args), proc.stderr[-3000:])
+        study = next((a.split("=", 1)[1] for a in rest if a.startswith("study=")), None)
+        if study is not None:  # each study writes its own directory, where its aggregation looks
+            summary = json.loads((tmp_path / "outputs" / "studies" / study / "sweep_summary.json").read_text())
+            assert summary["jobs"] == summary["completed"] == EXPECTED_JOBS.get(study, 2), (study, summary)
+        if module == "src.aggregate":
+            assert (tmp_path / rest[0] / "results.csv").exists()
