@@ -5,15 +5,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import ROOT, cli, compose, signal_after_first_job
+from tests.conftest import cli, compose, signal_after_first_job
 
 BAD = [
     (["lr=abc"], "lr='abc'", "a finite number > 0"),
@@ -163,47 +161,6 @@ def test_divergence_inside_a_batch_leaves_the_others_unaffected(tmp_path, run_jo
     for col in ("theta", "outer_loss", "hypergrad_norm"):
         np.testing.assert_allclose(batched[col], alone[col], rtol=1e-5, atol=1e-7)
     assert "diverged 1" in proc.stderr and "diverged: job 1" in proc.stderr
-
-
-def test_sigint_keeps_completed_jobs_and_resume_finishes(tmp_path):
-    out = tmp_path / "sweep"
-    args = [
-        "-m",
-        "objective=ridge",
-        "linear_solver=cg,gmres,bicgstab",
-        "seed=0,1",
-        "outer_steps=200",
-        f"hydra.sweep.dir={out}",
-    ]
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "src.train", *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.time() + 240
-    while time.time() < deadline and not list(out.glob("*/summary.json")):
-        time.sleep(0.05)
-    assert list(out.glob("*/summary.json")), "no job completed in time"
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode != 0, stderr[-3000:]
-    completed = sorted(p.parent.name for p in out.glob("*/summary.json"))
-    assert 0 < len(completed) < 6
-    for name in completed:
-        assert json.loads((out / name / "summary.json").read_text())["status"] == "completed"
-        assert len(pd.read_parquet(out / name / "metrics.parquet")) == 201
-    assert not list(out.rglob("*.tmp")), "a temporary file was left behind"
-
-    rerun = cli(*args)
-    assert rerun.returncode == 0, rerun.stderr
-    summary = json.loads((out / "sweep_summary.json").read_text())
-    assert summary["resumed"] == len(completed) and summary["completed"] == 6
-    for job in range(6):
-        assert len(pd.read_parquet(out / str(job) / "metrics.parquet")) == 201
 
 
 def test_same_config_and_seed_give_bit_identical_metrics(tmp_path):

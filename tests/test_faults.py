@@ -14,9 +14,12 @@ import time
 import uuid
 from pathlib import Path
 
+import pandas as pd
+
 from tests.conftest import ROOT
 
-LONG = ("objective=logreg", "lr=0.01,0.02", "seed=0,1", "inner_solver.steps=20,40,60", "outer_steps=4000")
+# three groups (one batch each) of a few seconds each: a Ctrl-C lands while one runs or compiles
+LONG = ("objective=logreg", "lr=0.01,0.02", "seed=0,1", "inner_solver.steps=20,40,60", "outer_steps=1000")
 
 
 def _marked(marker: str) -> list[int]:
@@ -71,16 +74,21 @@ def test_ctrl_c_ends_in_seconds_with_a_short_report_and_nothing_left_behind(tmp_
     for job in (p for p in out.iterdir() if p.is_dir() and p.name.isdigit()):
         has_run = bool(list(job.glob("wandb/offline-run-*")))
         assert has_run == (job.name in completed), job.name  # unfinished jobs' runs are removed
+        if job.name in completed:  # complete files: all rows up to the last step or the divergence
+            rows = json.loads((job / "summary.json").read_text())["rows"]
+            assert len(pd.read_parquet(job / "metrics.parquet")) == rows
+    assert not list(out.rglob("*.tmp")), "a temporary file was left behind"
 
     rerun = subprocess.run(
-        [sys.executable, "-m", "src.train", "-m", *LONG, "wandb.mode=offline", f"hydra.sweep.dir={out}"],
+        [sys.executable, "-m", "src.train", "-m", *LONG, "wandb.mode=disabled", f"hydra.sweep.dir={out}"],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert rerun.returncode == 0, rerun.stderr
-    assert json.loads((out / "sweep_summary.json").read_text())["resumed"] == len(completed)
+    summary = json.loads((out / "sweep_summary.json").read_text())
+    assert summary["resumed"] == len(completed) and summary["completed"] + summary["diverged"] == 12
 
 
 def test_kill_9_leaves_no_process_behind(tmp_path):

@@ -63,9 +63,10 @@ def test_the_readme_shows_runs_and_aggregations():
 def test_every_readme_command_works_as_shown(tmp_path):
     (tmp_path / "examples").symlink_to(ROOT / "examples")  # the own-objective example's paths
     commands = readme_commands()
+    cache = {"JAX_COMPILATION_CACHE_DIR": str(ROOT / "outputs" / ".jax_cache")}  # the suite's, not a new one
     for args in sorted(commands, key=lambda c: c[2] == "src.aggregate"):  # runs first, stable
         module, rest = args[2], args[3:]
-        proc = cli(*(shrunk(rest) if module == "src.train" else rest), module=module, cwd=tmp_path)
+        proc = cli(*(shrunk(rest) if module == "src.train" else rest), module=module, cwd=tmp_path, env=cache)
         assert proc.returncode == 0 and "Traceback" not in proc.stderr, (" ".join(args), proc.stderr[-3000:])
         study = next((a.split("=", 1)[1] for a in rest if a.startswith("study=")), None)
         if study is not None:  # each study writes its own directory, where its aggregation looks
