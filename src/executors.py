@@ -108,7 +108,7 @@ def run_on_submitit(launcher, entries: list, runs: list, sweep_dir: Path, stats:
     loss (or the exception that stopped its batch), in order."""
     from hydra.core.singleton import Singleton
 
-    from src.tracking import read_summary
+    from src.tracking import complete_result
 
     t0 = time.perf_counter()
     jobs = make_jobs(entries, runs)
@@ -137,7 +137,7 @@ def run_on_submitit(launcher, entries: list, runs: list, sweep_dir: Path, stats:
             values = [failure] * len(members)
         for i, value in zip(members, values, strict=True):
             results[i] = value
-    summaries = [read_summary(job.out_dir) for job in jobs]
+    summaries = [complete_result(job.out_dir) for job in jobs]  # complete result sets only
     report_sweep(
         jobs,
         summaries,
