@@ -20,9 +20,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+import optax  # noqa: E402
 
-from src.hypergrad import make_implicit, make_unrolled  # noqa: E402
-from src.inner import make_inner_solver, run_steps  # noqa: E402
+from src.hypergrad import Implicit, Unrolled  # noqa: E402
+from src.inner import Optax, OptaxSolver  # noqa: E402
+from src.linsolve import CG  # noqa: E402
 from src.objectives import logreg, ridge  # noqa: E402
 
 INNER_STEPS, CG_ITERS = 100, 20
@@ -45,15 +47,13 @@ def compare(name, objective, lr):
 
     data = jax.tree.map(jnp.asarray, objective.data(0))
     theta = data["theta0"]
-    gd = {"name": "gd", "_target_": "optax.sgd", "steps": INNER_STEPS, "lr": lr, "tol": None}
-    solver = make_inner_solver(gd, objective)
-    cg = {"name": "cg", "maxiter": CG_ITERS, "tol": 0.0}  # tol 0: both run exactly CG_ITERS iterations
-    ours_method = make_implicit(objective, solver, cg)
+    solver = OptaxSolver(Optax(optax.sgd, {"learning_rate": lr}), steps=INNER_STEPS)
+    method = Implicit(CG(tol=0.0, maxiter=CG_ITERS))  # tol 0: both run exactly CG_ITERS iterations
     u0 = jnp.zeros(data["w0"].size)
-    ours = jax.jit(lambda th: ours_method(th, data["w0"], u0, data).grad)
+    ours = jax.jit(lambda th: method(objective, solver, th, data["w0"], u0, data).grad)
 
     def inner(w0, th):
-        return solver.params(run_steps(solver, solver.init(w0, th, data), th, data, INNER_STEPS))
+        return solver.unrolled(objective, w0, th, data, None)  # the same INNER_STEPS gd steps
 
     optimality = jax.grad(objective.inner_loss)
     linsolve = lambda matvec, b: jaxopt.linear_solve.solve_cg(matvec, b, maxiter=CG_ITERS, tol=0.0)
@@ -74,12 +74,10 @@ def memory(objective, lr):
     theta, u0 = data["theta0"], jnp.zeros(data["w0"].size)
     print(f"{'inner steps':>11s} | {'implicit (bytes)':>16s} | {'unrolled (bytes)':>16s}")
     for steps in (10, 100, 1000):
-        gd = {"name": "gd", "_target_": "optax.sgd", "steps": steps, "lr": lr, "tol": None}
-        solver = make_inner_solver(gd, objective)
-        cg = {"name": "cg", "maxiter": CG_ITERS, "tol": 1e-6}
+        solver = OptaxSolver(Optax(optax.sgd, {"learning_rate": lr}), steps=steps)
         figures = []
-        for method in (make_implicit(objective, solver, cg), make_unrolled(objective, solver, None)):
-            fn = jax.jit(lambda th, m=method: m(th, data["w0"], u0, data).grad)
+        for method in (Implicit(CG(tol=1e-6, maxiter=CG_ITERS)), Unrolled()):
+            fn = jax.jit(lambda th, m=method, s=solver: m(objective, s, th, data["w0"], u0, data).grad)
             mem = fn.lower(theta).compile().memory_analysis()
             figures.append(mem.temp_size_in_bytes + mem.output_size_in_bytes)
         print(f"{steps:11d} | {figures[0]:16,d} | {figures[1]:16,d}")

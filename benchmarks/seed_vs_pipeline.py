@@ -37,8 +37,7 @@ def main() -> None:
     import jax.numpy as jnp
 
     from benchmarks.seed_script import solve_outer
-    from src.batching import Job, _stack
-    from src.config import validate
+    from src.config import build_method, objective_of, validate
     from src.outer import make_run
     from tests.conftest import compose
 
@@ -46,17 +45,17 @@ def main() -> None:
     theta = solve_outer(jnp.array(1.0), n_steps=100, learning_rate=8e-2, verbose=False)
     seed_s = time.perf_counter() - t
 
-    run = validate(compose())
-    dynamic, keys = _stack([Job(run, "unused")], jnp.float32)
-    dyn, key = jax.tree.map(lambda x: x[0], (dynamic, keys))
+    run = validate(compose())  # the default job: the seed's experiment as objects
+    objective, method = objective_of(run.static), build_method(run.tree)
+    data, key = jax.tree.map(jnp.asarray, objective.data(run.seed)), jax.random.key(run.seed)
     t = time.perf_counter()
-    compiled = jax.jit(make_run(run.static)).lower(dyn, key).compile()
+    compiled = jax.jit(make_run(objective, run.tree["outer_steps"])).lower(method, data, key).compile()
     compile_s = time.perf_counter() - t
-    jax.block_until_ready(compiled(dyn, key))
+    jax.block_until_ready(compiled(method, data, key))
     times = []
     for _ in range(20):
         t = time.perf_counter()
-        result = jax.block_until_ready(compiled(dyn, key))
+        result = jax.block_until_ready(compiled(method, data, key))
         times.append(time.perf_counter() - t)
     run_s = statistics.median(times)
     assert abs(float(result.theta) - float(theta)) < 1e-6

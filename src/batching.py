@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from src import interrupts
-from src.config import RunConfig, flatten, unflatten
+from src.config import RunConfig, build_method, flatten, objective_of, unflatten
 from src.tracking import clear_results, config_fingerprint, provenance, write_json, write_metrics, write_params
 
 
@@ -36,8 +36,6 @@ class Job:
 
 def _data_key(run: RunConfig) -> tuple[int, tuple]:
     """What a job's data depend on: its seed and the options of ``objective.data``."""
-    from src.outer import objective_of
-
     params = inspect.signature(objective_of(run.static).data).parameters
     options = tuple(sorted((k, v) for k, v in run.tree["objective"].items() if k in params and k != "seed"))
     return run.seed, options
@@ -52,8 +50,6 @@ def job_data(run: RunConfig) -> dict[str, np.ndarray]:
 
 @functools.lru_cache(maxsize=256)
 def _data(static: tuple, seed: int, options: tuple) -> dict[str, np.ndarray]:
-    from src.outer import objective_of
-
     data = {k: np.asarray(v) for k, v in objective_of(static).data(seed, **dict(options)).items()}
     for v in data.values():
         v.setflags(write=False)
@@ -72,13 +68,27 @@ def _cast(x: np.ndarray, dtype):
     return jnp.asarray(x, dtype) if np.issubdtype(x.dtype, np.floating) else jnp.asarray(x)
 
 
+def _stack_methods(grid: list[list[RunConfig]], dtype, pick=lambda x: x):
+    """The jobs' method objects (``src.config.build_method``) as one object whose leaves
+    are stacked on a (rows, jobs) grid; ``pick`` selects from the grid (``x[0]``: flat)."""
+    import jax
+
+    flat = [[jax.tree.flatten(build_method(run.tree)) for run in row] for row in grid]
+    treedef = flat[0][0][1]
+    assert all(t == treedef for row in flat for _, t in row), "a batch needs one method structure"
+    leaves = [
+        _cast(pick(np.asarray([[leaves[k] for leaves, _ in row] for row in flat], np.float64)), dtype)
+        for k in range(treedef.num_leaves)
+    ]
+    return treedef.unflatten(leaves)
+
+
 def _stack(jobs: Sequence[Job], dtype) -> tuple[dict, Any]:
     """Flat layout: every leaf, data included, gets a leading axis of one entry per job."""
     import jax
     import jax.numpy as jnp
 
-    keys = [k for k in jobs[0].run.dynamic if k != "seed"]
-    params = {k: _cast(np.asarray([j.run.dynamic[k] for j in jobs], np.float64), dtype) for k in keys}
+    params = _stack_methods([[j.run for j in jobs]], dtype, lambda x: x[0])
     datas = [job_data(j.run) for j in jobs]
     data = {k: _cast(np.stack([d[k] for d in datas]), dtype) for k in datas[0]}
     seeds = jnp.asarray([j.run.seed for j in jobs], jnp.uint32)
@@ -119,10 +129,7 @@ def _stack_shared(jobs: Sequence[Job], grid: list[list[int]], dtype) -> tuple[di
     import jax
     import jax.numpy as jnp
 
-    keys = [k for k in jobs[0].run.dynamic if k != "seed"]
-    params = {
-        k: _cast(np.asarray([[jobs[i].run.dynamic[k] for i in row] for row in grid], np.float64), dtype) for k in keys
-    }
+    params = _stack_methods([[jobs[i].run for i in row] for row in grid], dtype)
     datas = [job_data(jobs[row[0]].run) for row in grid]
     data = {k: _cast(np.stack([d[k] for d in datas]), dtype) for k in datas[0]}
     seeds = jnp.asarray([[jobs[i].run.seed for i in row] for row in grid], jnp.uint32)
@@ -275,10 +282,14 @@ def run_batch(
                 target += (-target) % jax.device_count()
                 dynamic, keys = _shard(_pad((dynamic, keys), len(jobs), target))
                 vmap = lambda fn, dynamic_pos: jax.vmap(fn)
-        stepper = make_stepper(static)
+        tree = jobs[0].run.tree
+        core = (objective_of(static), int(tree["outer_steps"]), tree.get("reference_newton_steps"))
+        stepper = _on_dynamic(make_stepper(*core))
         steps = stepper.steps
         if not chunk or chunk >= steps:
-            compiled, compile_s = _compiled("run", static, vmap(make_run(static), 0), dynamic, keys)
+            run = make_run(*core)
+            fn = vmap(lambda d, key: run(d["params"], d["data"], key), 0)
+            compiled, compile_s = _compiled("run", static, fn, dynamic, keys)
             t1 = time.perf_counter()
             result = wait_ready(compiled(dynamic, keys))
             run_s = time.perf_counter() - t1
@@ -301,6 +312,15 @@ def run_batch(
             member = jax.tree.map(lambda x, i=i: x[i], result)
             summaries.append(write_job(job, member, compile_s, run_s / size, info, writer))
     return summaries
+
+
+def _on_dynamic(stepper):
+    """A stepper whose functions take the batch's ``{"params": method, "data": data}``."""
+    return stepper._replace(
+        init=lambda d, key: stepper.init(d["params"], d["data"], key),
+        advance=lambda c, d, n: stepper.advance(c, d["params"], d["data"], n),
+        finish=lambda c, d: stepper.finish(c, d["params"], d["data"]),
+    )
 
 
 def _run_chunked(static, stepper, dynamic, keys, chunk: int, on_steps, vmap):

@@ -478,9 +478,76 @@ def check_compatible(tree: dict, objective) -> None:
                 "a fixed-step solver (gd, adam, ...) with hypergrad=unrolled: lbfgs's line search is a "
                 "lax.while_loop, which reverse mode cannot differentiate",
             )
-    if lin["name"] == "cg" and hg["name"] == "implicit" and not objective.symmetric:
+    if hg["name"] == "implicit" and linear_solver_of(lin).symmetric_only and not objective.symmetric:
         raise ConfigError(
             "linear_solver",
-            "cg",
+            lin["name"],
             "gmres, bicgstab, neumann or direct: this objective's implicit system is not symmetric",
         )
+
+
+# ----------------------------------------------------------------------------- objects
+def build_objective(obj_cfg: dict):
+    """Call an objective's factory with its static options (those in its signature)."""
+    factory = locate(obj_cfg["_target_"], "objective._target_")
+    params = inspect.signature(factory).parameters
+    return construct_objective(factory, tuple(sorted((k, v) for k, v in obj_cfg.items() if k in params)))
+
+
+@functools.lru_cache(maxsize=256)
+def objective_of(static: tuple):
+    """The objective of a static config (built once per process)."""
+    return build_objective(unflatten(dict(static))["objective"])
+
+
+def optax_of(factory: Callable, options: Mapping[str, Any]):
+    """An :class:`src.inner.Optax`: float options (and None) traced, the rest fixed."""
+    from src.inner import Optax
+
+    traced = {k: v for k, v in options.items() if v is None or (isinstance(v, float) and not isinstance(v, bool))}
+    fixed = tuple(sorted((k, v) for k, v in options.items() if k not in traced))
+    return Optax(factory, traced, fixed)
+
+
+def linear_solver_of(cfg: Mapping[str, Any]):
+    from src import linsolve
+
+    classes = {
+        "cg": linsolve.CG,
+        "gmres": linsolve.GMRES,
+        "bicgstab": linsolve.BiCGStab,
+        "neumann": linsolve.Neumann,
+        "direct": linsolve.Direct,
+        "identity": linsolve.Identity,
+    }
+    return classes[cfg["name"]](**{k: v for k, v in cfg.items() if k != "name"})
+
+
+def build_method(tree: Mapping[str, Any]):
+    """The method object of a validated config (``RunConfig.tree``): the only place where
+    the config's groups become solvers; the numerical core reads no config."""
+    from src.hypergrad import Implicit, Unrolled
+    from src.inner import Exact, OptaxSolver
+    from src.outer import NestedSolve
+
+    inner_cfg = tree["inner_solver"]
+    if inner_cfg["name"] == "exact":
+        inner = Exact(warm_start=bool(inner_cfg.get("warm_start", True)))
+    else:
+        options = {
+            k: v for k, v in inner_cfg.items() if k not in ("_target_", "name", "steps", "lr", "tol", "warm_start")
+        }
+        optimizer = optax_of(
+            locate(inner_cfg["_target_"], "inner_solver._target_"), {"learning_rate": inner_cfg.get("lr"), **options}
+        )
+        inner = OptaxSolver(
+            optimizer, int(inner_cfg["steps"]), inner_cfg.get("tol"), bool(inner_cfg.get("warm_start", True))
+        )
+    hg = tree["hypergrad"]
+    hypergrad = (
+        Unrolled(hg.get("truncate")) if hg["name"] == "unrolled" else Implicit(linear_solver_of(tree["linear_solver"]))
+    )
+    opt = tree["optimizer"]
+    factory = locate(opt["_target_"], "optimizer._target_")
+    outer = optax_of(factory, {k: v for k, v in opt.items() if k not in ("_target_", "name")})
+    return NestedSolve(inner, hypergrad, outer)

@@ -1,13 +1,15 @@
-"""Hypergradients ``dF(w*(theta), theta)/dtheta``.
+"""Hypergradients ``dF(w*(theta), theta)/dtheta``: how to differentiate, separate from how
+to solve (as optimistix's adjoints are).
 
-Both methods share one signature, ``method(theta, w_init, u0, data) -> Hypergrad``: they
-solve the inner problem from ``w_init`` themselves (``unrolled`` has to differentiate
-through that solve) and return the inner solution with the hypergradient.
+A hypergradient method is a small frozen object with one method,
+``method(objective, inner, theta, w_init, u0, data) -> Hypergrad``: it solves the inner
+problem from ``w_init`` with the inner solver ``inner`` itself (``Unrolled`` has to
+differentiate through that solve) and returns the inner solution with the hypergradient.
 
-* ``implicit``: with ``v = d_w F`` solve ``H^T u = v`` (``H = d2_ww G``, its products
-  by reverse mode through ``grad_w G``, symmetric for gradient-based inner problems) and take
-  ``dF/dtheta = d_theta F - (d2_theta,w G)^T u`` as one VJP.
-* ``unrolled``: reverse mode through the inner ``lax.scan``; ``truncate=K``
+* ``Implicit(linear_solver)``: with ``v = d_w F`` solve ``H^T u = v`` (``H = d2_ww G``, its
+  products by reverse mode through ``grad_w G``, symmetric for gradient-based inner
+  problems) and take ``dF/dtheta = d_theta F - (d2_theta,w G)^T u`` as one VJP.
+* ``Unrolled(truncate)``: reverse mode through the inner ``lax.scan``; ``truncate=K``
   differentiates only the last ``K`` inner steps.
 
 :func:`exact_hypergrad` is the reference where the objective has a closed form.
@@ -15,7 +17,6 @@ through that solve) and return the inner solution with the hypergradient.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -23,8 +24,9 @@ import jax.numpy as jnp
 import optax
 from jax.flatten_util import ravel_pytree
 
-from src import inner as inner_lib
-from src import linsolve
+from src.frozen import frozen, static
+from src.inner import Exact, InnerInfo
+from src.linsolve import Direct, LinearSolver, LinsolveInfo
 from src.objectives import Objective
 
 
@@ -32,18 +34,19 @@ class Hypergrad(NamedTuple):
     w: Any  # inner solution at theta
     grad: Any  # hypergradient, shaped like theta
     u: Any  # flat solution of the implicit system (zeros for unrolled)
-    inner: inner_lib.InnerInfo
-    linsolve: linsolve.LinsolveInfo
+    inner: InnerInfo
+    linsolve: LinsolveInfo
 
 
-def make_implicit(objective: Objective, solver: inner_lib.InnerSolver, lin_cfg: dict) -> Callable:
-    G, F = objective.inner_loss, objective.outer_loss
-    name = lin_cfg["name"]
-    opts = {k: v for k, v in lin_cfg.items() if k not in ("name", "warm_start")}
-    warm = bool(lin_cfg.get("warm_start", False))
+@frozen
+class Implicit:
+    """Implicit differentiation: the implicit system solved by ``linear_solver``."""
 
-    def method(theta, w_init, u0, data) -> Hypergrad:
-        w, iterations = inner_lib.solve(solver, objective, w_init, theta, data)
+    linear_solver: LinearSolver
+
+    def __call__(self, objective: Objective, inner, theta, w_init, u0, data) -> Hypergrad:
+        G, F = objective.inner_loss, objective.outer_loss
+        w, iterations = inner.solve(objective, w_init, theta, data)
         w = jax.lax.stop_gradient(w)
         w_flat, unravel = ravel_pytree(w)
         grad_w = lambda wf, th: ravel_pytree(jax.grad(G)(unravel(wf), th, data))[0]
@@ -53,47 +56,32 @@ def make_implicit(objective: Objective, solver: inner_lib.InnerSolver, lin_cfg: 
         # problems); its primal output is grad_w G at w, the inner stationarity, for free.
         # One linearization serves both: the solve uses its w-part, the last VJP its theta-part.
         g, vjp = jax.vjp(grad_w, w_flat, theta)
-        x0 = u0 if warm else jnp.zeros_like(v)
-        u, lin_info = linsolve.solve(name, lambda x: vjp(x)[0], v, x0, **opts)
+        x0 = u0 if self.linear_solver.warm_start else jnp.zeros_like(v)
+        u, lin_info = self.linear_solver.solve(lambda x: vjp(x)[0], v, x0)
         hg = jax.tree.map(jnp.subtract, dF_dtheta, vjp(u)[1])
-        inner_info = inner_lib.InnerInfo(iterations, jnp.linalg.norm(g))
-        return Hypergrad(w, hg, u, inner_info, lin_info)
-
-    return method
+        return Hypergrad(w, hg, u, InnerInfo(iterations, jnp.linalg.norm(g)), lin_info)
 
 
-def make_unrolled(objective: Objective, solver: inner_lib.InnerSolver, truncate: int | None) -> Callable:
-    F = objective.outer_loss
-    steps = solver.steps
-    detached = 0 if truncate is None else max(steps - truncate, 0)
+@frozen
+class Unrolled:
+    """Reverse mode through the inner solver's steps (the last ``truncate`` of them)."""
 
-    def method(theta, w_init, u0, data) -> Hypergrad:
+    truncate: int | None = static(None)
+
+    def __call__(self, objective: Objective, inner, theta, w_init, u0, data) -> Hypergrad:
         def outer_of(th):
-            if solver.exact is not None:
-                w = solver.exact(th, data)
-            else:
-                state = solver.init(w_init, th, data)
-                state = inner_lib.run_steps(solver, state, th, data, detached)
-                state = jax.lax.stop_gradient(state) if detached else state
-                w = solver.params(inner_lib.run_steps(solver, state, th, data, steps - detached))
-            return F(w, th, data), w
+            w = inner.unrolled(objective, w_init, th, data, self.truncate)
+            return objective.outer_loss(w, th, data), w
 
         (_, w), hg = jax.value_and_grad(outer_of, has_aux=True)(theta)
         w = jax.lax.stop_gradient(w)
         grad_norm = optax.tree.norm(jax.grad(objective.inner_loss)(w, theta, data))
-        iterations = jnp.asarray(0 if solver.exact is not None else steps, jnp.int32)
         nan = jnp.asarray(jnp.nan, grad_norm.dtype)
-        lin_info = linsolve.LinsolveInfo(jnp.asarray(0, jnp.int32), nan, jnp.asarray(True))
-        return Hypergrad(w, hg, u0, inner_lib.InnerInfo(iterations, grad_norm), lin_info)
-
-    return method
+        lin_info = LinsolveInfo(jnp.asarray(0, jnp.int32), nan, jnp.asarray(True))
+        return Hypergrad(w, hg, u0, InnerInfo(jnp.asarray(inner.steps, jnp.int32), grad_norm), lin_info)
 
 
-def make_hypergrad(cfg: dict, objective: Objective, solver: inner_lib.InnerSolver) -> Callable:
-    """The hypergradient method of a merged config (``hypergrad`` and ``linear_solver``)."""
-    if cfg["hypergrad"]["name"] == "unrolled":
-        return make_unrolled(objective, solver, cfg["hypergrad"].get("truncate"))
-    return make_implicit(objective, solver, cfg["linear_solver"])
+HypergradMethod = Implicit | Unrolled
 
 
 def newton_reference(objective: Objective, theta, w, data, steps: int):
@@ -108,8 +96,7 @@ def newton_reference(objective: Objective, theta, w, data, steps: int):
 
     w_star = jax.lax.scan(newton, w_flat, None, length=steps)[0]
     exact = objective._replace(inner_solution=lambda th, d: unravel(w_star))
-    method = make_implicit(exact, inner_lib.make_inner_solver({"name": "exact", "steps": 1}, exact), {"name": "direct"})
-    return method(theta, unravel(w_star), jnp.zeros_like(w_flat), data).grad
+    return Implicit(Direct())(exact, Exact(), theta, unravel(w_star), jnp.zeros_like(w_flat), data).grad
 
 
 def exact_hypergrad(objective: Objective, theta, data):

@@ -1,15 +1,23 @@
 """Inner solvers: ``w*(theta) = argmin_w G(w, theta)``.
 
-A solver is a NamedTuple of pure functions in optax's style: ``init(w0, theta, data)``
-makes its state, ``step(state, theta, data)`` takes one step and ``params(state)``
-reads ``w``. Any optax optimizer is one (``gd`` is ``optax.sgd``, ``adam``,
-``lbfgs``...); ``exact`` returns the objective's closed form. Fixed step counts run as
-``lax.scan``; a tolerance on ``||grad_w G||`` stops early through ``lax.while_loop``
+An inner solver is a small frozen object (:mod:`src.frozen`) with one protocol:
+
+* ``solve(objective, w0, theta, data) -> (w, iterations)``: solve from ``w0``;
+* ``unrolled(objective, w0, theta, data, truncate) -> w``: the same solve written so that
+  reverse mode can differentiate through it (only its last ``truncate`` steps);
+* ``steps`` and ``warm_start``: its step count and whether the next outer step starts
+  from the last solution.
+
+:class:`OptaxSolver` runs any optax optimizer (``gd`` is ``optax.sgd``, ``adam``,
+``lbfgs``...) given as an :class:`Optax` (a factory and its options): fixed step counts
+as ``lax.scan``, or with a tolerance on ``||grad_w G||`` through ``lax.while_loop``
 (which reverse mode cannot differentiate: unrolled hypergradients need fixed steps).
+:class:`Exact` is the objective's closed-form solution, a solver of its own.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -17,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from src.frozen import frozen, static
 from src.objectives import Objective
 
 
@@ -25,71 +34,86 @@ class InnerInfo(NamedTuple):
     grad_norm: Any  # ||grad_w G(w, theta)|| at the returned w
 
 
-class InnerSolver(NamedTuple):
-    init: Callable  # (w0, theta, data) -> state
-    step: Callable  # (state, theta, data) -> state
-    params: Callable  # state -> w
-    steps: int  # static step count (the cap when a tolerance is set)
-    tol: Any  # None (fixed steps) or a traced tolerance
-    exact: Callable | None = None  # (theta, data) -> w*, for inner_solver=exact
+@frozen
+class Optax:
+    """An optax transformation: its factory (static) and options. Float options are
+    traced leaves; the others (``memory_size``, flags, strings) go in ``fixed``."""
+
+    factory: Callable = static()
+    options: dict = dataclasses.field(default_factory=dict)
+    fixed: tuple = static(())
+
+    def transformation(self) -> optax.GradientTransformation:
+        return self.factory(**self.options, **dict(self.fixed))
 
 
-def make_inner_solver(cfg: dict, objective: Objective) -> InnerSolver:
-    """Build the inner solver of a (merged static + traced dynamic) inner_solver config."""
-    G = objective.inner_loss
-    steps, tol = int(cfg["steps"]), cfg.get("tol")
-    if cfg["name"] == "exact":
-        ident = lambda state, *_: state
-        return InnerSolver(ident, ident, lambda s: s, steps, None, objective.inner_solution)
+@frozen
+class OptaxSolver:
+    """``steps`` steps of an optax optimizer on ``G(., theta)``, or fewer once
+    ``||grad_w G|| <= tol`` (``tol=None``: exactly ``steps``, differentiable)."""
 
-    from src.config import locate
+    optimizer: Optax
+    steps: int = static(50)
+    tol: float | None = None
+    warm_start: bool = static(True)
 
-    factory = locate(cfg["_target_"], "inner_solver._target_")
-    extra = {k: v for k, v in cfg.items() if k not in ("_target_", "name", "steps", "lr", "tol", "warm_start")}
-    tx = optax.with_extra_args_support(factory(learning_rate=cfg.get("lr"), **extra))
+    def _tx(self):
+        return optax.with_extra_args_support(self.optimizer.transformation())
 
-    def init(w0, theta, data):
-        return (w0, tx.init(w0))
-
-    def step(state, theta, data):
+    def _step(self, tx, objective: Objective, state, theta, data):
         w, opt_state = state
-        f = lambda w_: G(w_, theta, data)
+        f = lambda w_: objective.inner_loss(w_, theta, data)
         value, g = jax.value_and_grad(f)(w)
         updates, opt_state = tx.update(g, opt_state, w, value=value, grad=g, value_fn=f)
-        return (optax.apply_updates(w, updates), opt_state)
+        return optax.apply_updates(w, updates), opt_state
 
-    return InnerSolver(init, step, lambda s: s[0], steps, tol)
+    def _scan(self, tx, objective, state, theta, data, n: int):
+        if n == 0:
+            return state
+        body = lambda s, _: (self._step(tx, objective, s, theta, data), None)
+        return jax.lax.scan(body, state, None, length=n)[0]
 
-
-def run_steps(solver: InnerSolver, state, theta, data, n: int):
-    """``n`` fixed steps from ``state`` (differentiable: a ``lax.scan``)."""
-    if n == 0:
-        return state
-    body = lambda s, _: (solver.step(s, theta, data), None)
-    return jax.lax.scan(body, state, None, length=n)[0]
-
-
-def solve(solver: InnerSolver, objective: Objective, w0, theta, data) -> tuple[Any, jax.Array]:
-    """Solve the inner problem from ``w0``; returns ``w`` and the number of steps taken."""
-    grad_norm = lambda w: optax.tree.norm(jax.grad(objective.inner_loss)(w, theta, data))
-    if solver.exact is not None:
-        return solver.exact(theta, data), jnp.asarray(0, jnp.int32)
-    state = solver.init(w0, theta, data)
-    if solver.tol is None:
-        state = run_steps(solver, state, theta, data, solver.steps)
-        iterations = jnp.asarray(solver.steps, jnp.int32)
-    else:
+    def solve(self, objective: Objective, w0, theta, data):
+        tx = self._tx()
+        state = (w0, tx.init(w0))
+        if self.tol is None:
+            return self._scan(tx, objective, state, theta, data, self.steps)[0], jnp.asarray(self.steps, jnp.int32)
+        grad_norm = lambda w: optax.tree.norm(jax.grad(objective.inner_loss)(w, theta, data))
 
         def cond(carry):
             i, _, gnorm = carry
-            return (i < solver.steps) & (gnorm > solver.tol)
+            return (i < self.steps) & (gnorm > self.tol)
 
         def body(carry):
             i, s, _ = carry
-            gnorm = grad_norm(solver.params(s))  # at the point this step starts from
-            s = jax.lax.cond(gnorm > solver.tol, lambda s: solver.step(s, theta, data), lambda s: s, s)
-            return i + (gnorm > solver.tol).astype(jnp.int32), s, gnorm
+            gnorm = grad_norm(s[0])  # at the point this step starts from
+            s = jax.lax.cond(gnorm > self.tol, lambda s: self._step(tx, objective, s, theta, data), lambda s: s, s)
+            return i + (gnorm > self.tol).astype(jnp.int32), s, gnorm
 
         inf = jnp.asarray(jnp.inf, jnp.result_type(float))
         iterations, state, _ = jax.lax.while_loop(cond, body, (jnp.asarray(0, jnp.int32), state, inf))
-    return solver.params(state), iterations
+        return state[0], iterations
+
+    def unrolled(self, objective: Objective, w0, theta, data, truncate: int | None):
+        tx = self._tx()
+        detached = 0 if truncate is None else max(self.steps - truncate, 0)
+        state = self._scan(tx, objective, (w0, tx.init(w0)), theta, data, detached)
+        state = jax.lax.stop_gradient(state) if detached else state
+        return self._scan(tx, objective, state, theta, data, self.steps - detached)[0]
+
+
+@frozen
+class Exact:
+    """The objective's closed-form inner solution ``objective.inner_solution``."""
+
+    steps: int = static(0)
+    warm_start: bool = static(True)
+
+    def solve(self, objective: Objective, w0, theta, data):
+        return objective.inner_solution(theta, data), jnp.asarray(0, jnp.int32)
+
+    def unrolled(self, objective: Objective, w0, theta, data, truncate: int | None):
+        return objective.inner_solution(theta, data)
+
+
+InnerSolver = OptaxSolver | Exact

@@ -1,9 +1,13 @@
 """Linear solvers for the implicit system ``H u = v``.
 
-Every solver has one signature, ``solve(matvec, b, x0, **opts) -> (x, LinsolveInfo)``,
-on flat vectors; ``H`` is only reached through ``matvec`` (a Hessian-vector product)
-except by ``direct``, which materializes it. Tolerances are traced values (they
-can differ inside one vmapped batch); ``maxiter`` and ``restart`` are static.
+A linear solver is a small frozen object (:mod:`src.frozen`) with one method,
+``solver.solve(matvec, b, x0) -> (x, LinsolveInfo)``, on flat vectors: ``CG(tol,
+maxiter)``, ``GMRES(tol, maxiter, restart)``, ``BiCGStab(tol, maxiter)``,
+``Neumann(step_size, maxiter)``, ``Direct()``, ``Identity()``. ``H`` is only reached
+through ``matvec`` (a Hessian-vector product) except by ``Direct``, which materializes
+it. Tolerances and step sizes are traced leaves (they can differ inside one vmapped
+batch); ``maxiter``, ``restart`` and ``warm_start`` (start from the previous outer
+step's solution) are static. ``symmetric_only``: the solver needs a symmetric ``H``.
 
 The Krylov solvers are written here as ``lax.while_loop``s rather than taken from
 ``jax.scipy.sparse.linalg`` (which returns no iteration count) or lineax (whose
@@ -20,10 +24,12 @@ replaces by ``||H x - b||`` at one extra matvec.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
+
+from src.frozen import frozen, static
 
 
 class LinsolveInfo(NamedTuple):
@@ -41,7 +47,7 @@ def _div(a, b):
     return jnp.where(b == 0, 0, a / safe)
 
 
-def _cg(matvec: Matvec, b, x0, *, tol, maxiter: int, **_):
+def _cg(matvec: Matvec, b, x0, *, tol, maxiter: int):
     """Conjugate gradients for symmetric positive definite ``H``."""
     thresh = tol**2 * jnp.vdot(b, b)
     r = b - matvec(x0)
@@ -62,7 +68,7 @@ def _cg(matvec: Matvec, b, x0, *, tol, maxiter: int, **_):
     return x, k, rs <= thresh, jnp.sqrt(rs)
 
 
-def _bicgstab(matvec: Matvec, b, x0, *, tol, maxiter: int, **_):
+def _bicgstab(matvec: Matvec, b, x0, *, tol, maxiter: int):
     """BiCGSTAB (van der Vorst) for general ``H``; two matvecs per iteration."""
     thresh = tol**2 * jnp.vdot(b, b)
     r = b - matvec(x0)
@@ -89,7 +95,7 @@ def _bicgstab(matvec: Matvec, b, x0, *, tol, maxiter: int, **_):
     return x, k, jnp.vdot(r, r) <= thresh, jnp.linalg.norm(r)
 
 
-def _gmres(matvec: Matvec, b, x0, *, tol, maxiter: int, restart: int = 20, **_):
+def _gmres(matvec: Matvec, b, x0, *, tol, maxiter: int, restart: int):
     """Restarted GMRES(m): ``m`` Arnoldi steps (Gram-Schmidt applied twice), then a
     least-squares solve, until ``||r|| <= tol ||b||``; ``maxiter`` caps Arnoldi steps."""
     m = min(restart, b.size)
@@ -129,7 +135,7 @@ def _gmres(matvec: Matvec, b, x0, *, tol, maxiter: int, restart: int = 20, **_):
     return x, k * m, res <= thresh, res
 
 
-def _neumann(matvec: Matvec, b, x0, *, maxiter: int, step_size, **_):
+def _neumann(matvec: Matvec, b, x0, *, maxiter: int, step_size):
     """Truncated Neumann series ``u = a sum_k (I - a H)^k b`` (Richardson iteration)."""
 
     def body(u, _):
@@ -139,30 +145,96 @@ def _neumann(matvec: Matvec, b, x0, *, maxiter: int, step_size, **_):
     return u, jnp.asarray(maxiter, jnp.int32), jnp.asarray(True), None
 
 
-def _identity(matvec: Matvec, b, x0, **_):
+def _identity(matvec: Matvec, b, x0):
     """Jacobian-free approximation: ``H`` replaced by the identity."""
     return b, jnp.asarray(0, jnp.int32), jnp.asarray(True), None
 
 
-def _direct(matvec: Matvec, b, x0, **_):
+def _direct(matvec: Matvec, b, x0):
     """Materialize ``H`` (n matvecs) and solve it by LU; for small problems."""
     H = jax.vmap(matvec, out_axes=1)(jnp.eye(b.size, dtype=b.dtype))
     return jnp.linalg.solve(H, b), jnp.asarray(1, jnp.int32), jnp.asarray(True), None
 
 
-SOLVERS: dict[str, Callable] = {
-    "cg": _cg,
-    "gmres": _gmres,
-    "bicgstab": _bicgstab,
-    "neumann": _neumann,
-    "identity": _identity,
-    "direct": _direct,
-}
-
-
-def solve(name: str, matvec: Matvec, b, x0, **opts) -> tuple[jax.Array, LinsolveInfo]:
-    """Solve ``matvec(x) = b`` from ``x0`` with the solver ``name``; diagnostics as data."""
-    x, iterations, converged, residual = SOLVERS[name](matvec, b, x0, **opts)
+def _info(matvec: Matvec, b, x, iterations, converged, residual) -> tuple[jax.Array, LinsolveInfo]:
     if residual is None:  # solvers that track no residual: one more matvec
         residual = jnp.linalg.norm(matvec(x) - b)
-    return x, LinsolveInfo(jnp.asarray(iterations, jnp.int32), residual, converged)
+    return x, LinsolveInfo(jnp.asarray(iterations, jnp.int32), residual, jnp.asarray(converged))
+
+
+@frozen
+class CG:
+    """Conjugate gradients; ``H`` symmetric positive definite."""
+
+    tol: float = 1e-5
+    maxiter: int = static(100)
+    warm_start: bool = static(False)
+    symmetric_only: ClassVar[bool] = True
+
+    def solve(self, matvec: Matvec, b, x0):
+        return _info(matvec, b, *_cg(matvec, b, x0, tol=self.tol, maxiter=self.maxiter))
+
+
+@frozen
+class GMRES:
+    """Restarted GMRES(restart); ``maxiter`` caps the Arnoldi steps."""
+
+    tol: float = 1e-5
+    maxiter: int = static(100)
+    restart: int = static(20)
+    warm_start: bool = static(False)
+    symmetric_only: ClassVar[bool] = False
+
+    def solve(self, matvec: Matvec, b, x0):
+        return _info(matvec, b, *_gmres(matvec, b, x0, tol=self.tol, maxiter=self.maxiter, restart=self.restart))
+
+
+@frozen
+class BiCGStab:
+    """BiCGSTAB; general ``H``, two matvecs per iteration."""
+
+    tol: float = 1e-5
+    maxiter: int = static(100)
+    warm_start: bool = static(False)
+    symmetric_only: ClassVar[bool] = False
+
+    def solve(self, matvec: Matvec, b, x0):
+        return _info(matvec, b, *_bicgstab(matvec, b, x0, tol=self.tol, maxiter=self.maxiter))
+
+
+@frozen
+class Neumann:
+    """``maxiter`` terms of the Neumann series with step ``step_size``."""
+
+    step_size: float = 0.1
+    maxiter: int = static(50)
+    warm_start: bool = static(False)
+    symmetric_only: ClassVar[bool] = False
+
+    def solve(self, matvec: Matvec, b, x0):
+        return _info(matvec, b, *_neumann(matvec, b, x0, maxiter=self.maxiter, step_size=self.step_size))
+
+
+@frozen
+class Direct:
+    """``H`` materialized and solved by LU; for small problems."""
+
+    warm_start: ClassVar[bool] = False
+    symmetric_only: ClassVar[bool] = False
+
+    def solve(self, matvec: Matvec, b, x0):
+        return _info(matvec, b, *_direct(matvec, b, x0))
+
+
+@frozen
+class Identity:
+    """``H`` replaced by the identity (the Jacobian-free approximation)."""
+
+    warm_start: ClassVar[bool] = False
+    symmetric_only: ClassVar[bool] = False
+
+    def solve(self, matvec: Matvec, b, x0):
+        return _info(matvec, b, *_identity(matvec, b, x0))
+
+
+LinearSolver = CG | GMRES | BiCGStab | Neumann | Direct | Identity

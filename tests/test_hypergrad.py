@@ -12,11 +12,13 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from src.hypergrad import exact_hypergrad, make_implicit, make_unrolled
-from src.inner import make_inner_solver
+from src.hypergrad import Implicit, Unrolled, exact_hypergrad
+from src.inner import Exact, Optax, OptaxSolver
+from src.linsolve import CG, GMRES, BiCGStab, Direct, Identity, Neumann
 from src.objectives import data_cleaning, logreg, quadratic, ridge, toy
 
 ZOO = {
@@ -25,15 +27,14 @@ ZOO = {
     "ridge": lambda: ridge.make(),
     "ridge_per_feature": lambda: ridge.make(per_feature=True),
 }
-# solver config, relative tolerance on the hypergradient
+# linear solver, relative tolerance on the hypergradient
 SOLVERS = {
-    "direct": ({"name": "direct"}, 1e-8),
-    "cg": ({"name": "cg", "maxiter": 500, "tol": 1e-12}, 1e-8),
-    "gmres": ({"name": "gmres", "maxiter": 500, "tol": 1e-12, "restart": 20}, 1e-6),
-    "bicgstab": ({"name": "bicgstab", "maxiter": 500, "tol": 1e-12}, 1e-6),
-    "neumann": ({"name": "neumann", "maxiter": 2000, "step_size": 0.08}, 1e-6),
+    "direct": (Direct(), 1e-8),
+    "cg": (CG(tol=1e-12, maxiter=500), 1e-8),
+    "gmres": (GMRES(tol=1e-12, maxiter=500, restart=20), 1e-6),
+    "bicgstab": (BiCGStab(tol=1e-12, maxiter=500), 1e-6),
+    "neumann": (Neumann(step_size=0.08, maxiter=2000), 1e-6),
 }
-EXACT = {"name": "exact", "steps": 1, "tol": None}
 
 
 def _problem(name, seed=0):
@@ -51,12 +52,11 @@ def _rel(a, b):
 @pytest.mark.parametrize("solver", list(SOLVERS))
 @pytest.mark.parametrize("problem", list(ZOO))
 def test_implicit_matches_closed_form(problem, solver):
-    lin_cfg, tol = SOLVERS[solver]
+    linear_solver, tol = SOLVERS[solver]
     with jax.enable_x64(True):
         objective, data, theta = _problem(problem)
-        method = make_implicit(objective, make_inner_solver(EXACT, objective), lin_cfg)
         w0 = data["w0"]
-        r = method(theta, w0, jnp.zeros(ravel_pytree(w0)[0].shape), data)
+        r = Implicit(linear_solver)(objective, Exact(), theta, w0, jnp.zeros(ravel_pytree(w0)[0].shape), data)
         reference = exact_hypergrad(objective, theta, data)
         assert _rel(r.grad, reference) < tol
         assert bool(r.linsolve.converged)
@@ -69,9 +69,7 @@ def test_identity_is_the_jacobian_free_formula():
     with jax.enable_x64(True):
         objective, data, theta = _problem("ridge_per_feature")
         w = objective.inner_solution(theta, data)
-        r = make_implicit(objective, make_inner_solver(EXACT, objective), {"name": "identity"})(
-            theta, w, jnp.zeros_like(w), data
-        )
+        r = Implicit(Identity())(objective, Exact(), theta, w, jnp.zeros_like(w), data)
         v = jax.grad(objective.outer_loss)(w, theta, data)
         cross = jax.jacobian(jax.grad(objective.inner_loss), argnums=1)(w, theta, data)  # d2G/dw dtheta
         expected = jax.grad(objective.outer_loss, argnums=1)(w, theta, data) - cross.T @ v
@@ -97,13 +95,9 @@ def test_implicit_matches_finite_differences(problem):
     with jax.enable_x64(True):
         objective, data, theta = _problem(problem)
         w = _newton(objective, data, data["w0"], iters=30)(theta)
-        lin = {"name": "cg", "maxiter": 2000, "tol": 1e-12}
-        implicit = make_implicit(
-            objective,
-            make_inner_solver(EXACT | {"name": "exact"}, objective._replace(inner_solution=lambda th, d: w)),
-            lin,
-        )
-        r = jax.jit(implicit)(theta, w, jnp.zeros(ravel_pytree(w)[0].size), data)
+        at_w = objective._replace(inner_solution=lambda th, d: w)
+        implicit = lambda th, u0: Implicit(CG(tol=1e-12, maxiter=2000))(at_w, Exact(), th, w, u0, data)
+        r = jax.jit(implicit)(theta, jnp.zeros(ravel_pytree(w)[0].size))
         newton = _newton(objective, data, w, iters=8)
         F = jax.jit(lambda th: objective.outer_loss(newton(th), th, data))
         eps = 1e-5
@@ -117,16 +111,13 @@ def test_implicit_matches_finite_differences(problem):
 def test_unrolled_converged_agrees_with_implicit_and_truncation_approximates():
     with jax.enable_x64(True):
         objective, data, theta = _problem("quadratic")
-        gd = {"name": "gd", "_target_": "optax.sgd", "steps": 600, "lr": 0.15, "tol": None}
-        solver = make_inner_solver(gd, objective)
+        solver = OptaxSolver(Optax(optax.sgd, {"learning_rate": 0.15}), steps=600)
         u0 = jnp.zeros(data["w0"].size)
         exact = exact_hypergrad(objective, theta, data)
-        implicit = make_implicit(objective, solver, {"name": "cg", "maxiter": 200, "tol": 1e-12})
-        unrolled = make_unrolled(objective, solver, None)
-        gi = implicit(theta, data["w0"], u0, data).grad
-        gu = unrolled(theta, data["w0"], u0, data).grad
+        gi = Implicit(CG(tol=1e-12, maxiter=200))(objective, solver, theta, data["w0"], u0, data).grad
+        gu = Unrolled()(objective, solver, theta, data["w0"], u0, data).grad
         assert _rel(gu, gi) < 1e-8 and _rel(gi, exact) < 1e-8
-        truncated = [make_unrolled(objective, solver, k)(theta, data["w0"], u0, data).grad for k in (2, 10, 40)]
+        truncated = [Unrolled(k)(objective, solver, theta, data["w0"], u0, data).grad for k in (2, 10, 40)]
         errors = [_rel(g, exact) for g in truncated]
         assert errors[0] > errors[1] > errors[2] > 0
         assert errors[0] > 1e-2  # truncating to 2 steps is a real approximation
@@ -145,7 +136,5 @@ def test_jaxopt_custom_root_agrees():
         solve = functools.partial(jaxopt.linear_solve.solve_cg, tol=1e-12, maxiter=100)
         solver = jaxopt.implicit_diff.custom_root(lambda w, th: optimality(w, th, data), solve=solve)(inner_solve)
         peer = jax.grad(lambda th: objective.outer_loss(solver(data["w0"], th), th, data))(theta)
-        cg = {"name": "cg", "maxiter": 100, "tol": 1e-12}
-        ours = make_implicit(objective, make_inner_solver(EXACT, objective), cg)(theta, data["w0"], jnp.zeros(10), data)
-        ours = ours.grad
+        ours = Implicit(CG(tol=1e-12, maxiter=100))(objective, Exact(), theta, data["w0"], jnp.zeros(10), data).grad
         assert _rel(ours, peer) < 1e-8

@@ -2,55 +2,91 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from src.batching import Job, _stack
-from src.config import validate
-from src.outer import make_run
+from src.config import build_method, objective_of, validate
+from src.outer import make_run, make_stepper
 from tests.conftest import CONF, compose
 
 
 def _inputs(*overrides):
+    """A run's objective, method object, data and key, as the Hydra layer builds them."""
     run = validate(compose(*overrides))
-    dynamic, keys = _stack([Job(run, "unused")], jnp.float32)
-    unbatch = lambda tree: jax.tree.map(lambda x: x[0], tree)
-    return run, unbatch(dynamic), unbatch(keys)
+    objective = objective_of(run.static)
+    data = jax.tree.map(jnp.asarray, objective.data(run.seed, **{"theta_init": run.tree["objective"]["theta_init"]}))
+    return run, objective, build_method(run.tree), data, jax.random.key(run.seed)
 
 
-def test_run_is_pure_and_vmap_matches_separate_calls():
-    run_cfg, dyn, key = _inputs("outer_steps=20")
-    run = jax.jit(make_run(run_cfg.static))
-    a, b = run(dyn, key), run(dyn, key)
-    jax.tree.map(np.testing.assert_array_equal, a, b)
+def _with_lr(method, lr):
+    """The method with another outer learning rate: one leaf of the object, nothing else."""
+    optimizer = dataclasses.replace(method.optimizer, options={**method.optimizer.options, "learning_rate": lr})
+    return dataclasses.replace(method, optimizer=optimizer)
 
-    lrs = jnp.asarray([1e-2, 8e-2])
 
-    def with_lr(lr):
-        params = {**dyn["params"], "lr": lr, "optimizer.learning_rate": lr}
-        return {**dyn, "params": params}
+def test_scanned_run_equals_a_host_loop_over_the_same_steps():
+    """The compiled run (one lax.scan) against a second implementation: a Python loop that
+    calls the method's evaluate and update once per outer step."""
+    run_cfg, objective, method, data, key = _inputs("outer_steps=20")
+    result = jax.jit(make_run(objective, 20))(method, data, key)
+    evaluate = jax.jit(lambda state: method.evaluate(objective, state, data))
+    update = jax.jit(lambda state, ev: method.update(state, ev, data))
+    state, thetas, losses = method.init(objective, data, key), [], []
+    for _ in range(21):
+        ev = evaluate(state)
+        thetas.append(state.theta)
+        losses.append(objective.outer_loss(ev.w, state.theta, data))
+        state = update(state, ev)
+    np.testing.assert_allclose(result.metrics["theta"], np.asarray(thetas), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(result.metrics["outer_loss"], np.asarray(losses), rtol=1e-5, atol=1e-7)
 
-    batched = jax.jit(jax.vmap(lambda lr: make_run(run_cfg.static)(with_lr(lr), key)))(lrs)
+
+def test_vmap_over_method_objects_matches_separate_runs():
+    _, objective, method, data, key = _inputs("outer_steps=20")
+    run = jax.jit(make_run(objective, 20))
+    lrs = (1e-2, 8e-2)
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *[_with_lr(method, lr) for lr in lrs])
+    batched = jax.jit(jax.vmap(make_run(objective, 20), in_axes=(0, None, None)))(stacked, data, key)
     for i, lr in enumerate(lrs):
-        alone = run(with_lr(lr), key)
+        alone = run(_with_lr(method, lr), data, key)
         jax.tree.map(lambda x, y, i=i: np.testing.assert_allclose(x[i], y, rtol=1e-5, atol=1e-6), batched, alone)
     # the two learning rates really give two trajectories
     assert not np.allclose(batched.metrics["theta"][0], batched.metrics["theta"][1])
 
 
-def test_dynamic_values_are_traced_not_baked_in():
-    run_cfg, _, _ = _inputs()
-    assert "lr" in run_cfg.dynamic and "inner_solver.lr" in run_cfg.dynamic
-    assert "linear_solver.tol" in run_cfg.dynamic and "seed" in run_cfg.dynamic
-    static = dict(run_cfg.static)
-    assert static["outer_steps"] == 100 and static["inner_solver.steps"] == 50
-    assert static["linear_solver.maxiter"] == 100 and static["precision"] == "float32"
-    # two jobs that differ only in numbers share one static config (one compiled program)
+def test_numbers_are_leaves_and_structure_is_static():
+    run_cfg, _, method, _, _ = _inputs()
+    leaves = jax.tree.leaves(method)
+    assert run_cfg.tree["lr"] in leaves and run_cfg.tree["inner_solver"]["lr"] in leaves
+    assert run_cfg.tree["linear_solver"]["tol"] in leaves
+    assert method.inner.steps == 50 and method.hypergrad.linear_solver.maxiter == 100
+    # two jobs that differ only in numbers share one structure (one compiled program) ...
     other = validate(compose("lr=0.5", "seed=3", "inner_solver.lr=0.1", "objective.theta_init=2"))
     assert other.static == run_cfg.static
-    assert validate(compose("inner_solver.steps=7")).static != run_cfg.static
+    assert jax.tree.structure(build_method(other.tree)) == jax.tree.structure(method)
+    # ... and a step count is structure
+    fewer = validate(compose("inner_solver.steps=7"))
+    assert fewer.static != run_cfg.static
+    assert jax.tree.structure(build_method(fewer.tree)) != jax.tree.structure(method)
+
+
+def test_chunked_steps_equal_the_single_scan():
+    _, objective, method, data, key = _inputs("outer_steps=10")
+    whole = jax.jit(make_run(objective, 10))(method, data, key)
+    stepper = make_stepper(objective, 10)
+    carry, rows = stepper.init(method, data, key), []
+    for n in (4, 4, 2):
+        carry, chunk = jax.jit(stepper.advance, static_argnums=3)(carry, method, data, n)
+        rows.append(chunk)
+    last = jax.jit(stepper.finish)(carry, method, data)
+    for name, column in whole.metrics.items():  # three programs instead of one: rounding may differ
+        chunked = np.concatenate([*(r[name] for r in rows), last.metrics[name]])
+        np.testing.assert_allclose(chunked, column, rtol=1e-5, atol=1e-7, err_msg=name)
+    np.testing.assert_allclose(last.theta, whole.theta, rtol=1e-6)
 
 
 def test_unrolled_matches_implicit_on_converged_toy(run_job):
