@@ -74,3 +74,12 @@ def test_every_readme_command_works_as_shown(tmp_path):
             assert summary["jobs"] == summary["completed"] == EXPECTED_JOBS.get(study, 2), (study, summary)
         if module == "src.aggregate":
             assert (tmp_path / rest[0] / "results.csv").exists()
+
+
+def test_the_readme_python_example_reproduces_the_seed(seed_trajectory, capsys):
+    """The README's "From Python" block, run as written: theta_100 of the seed notebook."""
+    block = re.search(r"### From Python.*?```python\n(.*?)```", README.read_text(), re.S).group(1)
+    exec(compile(block, "README.md", "exec"), {})  # noqa: S102 - the README's own example
+    printed = capsys.readouterr().out
+    value = float(re.search(r"theta_100 = (\S+)", printed).group(1))
+    assert value == pytest.approx(seed_trajectory["theta"].iloc[-1], abs=5e-8)
