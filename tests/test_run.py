@@ -101,20 +101,67 @@ def _options(group):
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
-@pytest.mark.parametrize(
-    "override",
-    [f"{g}={o}" for g in ("inner_solver", "linear_solver", "hypergrad", "optimizer") for o in _options(g)]
-    + [f"objective={o}" for o in _options("objective")]
-    + ["precision=float64", "hypergrad=unrolled hypergrad.truncate=5", "chunk_steps=1"],
-)
-def test_every_option_composes_and_runs_two_steps(run_job, override):
-    extra = () if override.startswith("objective") else ("inner_solver.steps=5",)
-    if override == "inner_solver=lbfgs":
-        extra = ("inner_solver.steps=3",)
-    summary, m = run_job(*override.split(), "outer_steps=2", *extra)
-    assert summary["status"] == "completed"
-    assert len(m) == 3 and np.isfinite(m["outer_loss"]).all()
-    assert np.isfinite(m["hypergrad_norm"]).all() and (m["hypergrad_norm"] > 0).all()
+# Row 0's hypergradient error against the toy's closed form (w* = theta^2, dF/dtheta = 4
+# theta), which every option below runs on: exact wherever the implicit system is solved
+# (its hypergradient does not depend on how well 5 inner steps solved the inner problem);
+# identity replaces H = 2 by 1 (8 instead of 4); 50 Neumann terms with step 0.1 leave
+# (1 - 0.2)^50; 5 unrolled gd steps of size 0.1 from the optimum give 4 (1 - 0.8^5), and
+# truncated to the last 2, 4 (1 - 0.8^2).
+ROW0_ERROR = {
+    "linear_solver=identity": 1.0,
+    "linear_solver=neumann": 0.8**50,
+    "hypergrad=unrolled inner_solver=gd": 0.8**5,
+    "hypergrad=unrolled hypergrad.truncate=2 inner_solver=gd": 0.8**2,
+}
+OPTIONS = [f"{g}={o}" for g in ("inner_solver", "linear_solver", "optimizer") for o in _options(g)] + [
+    "hypergrad=implicit",
+    "hypergrad=unrolled inner_solver=gd",
+    "hypergrad=unrolled hypergrad.truncate=2 inner_solver=gd",
+    "precision=float64",
+    "chunk_steps=1",
+]
+
+
+@pytest.mark.parametrize("override", OPTIONS)
+def test_every_option_runs_and_gets_the_toys_hypergradient(run_job, override):
+    steps = "inner_solver.steps=3" if "lbfgs" in override else "inner_solver.steps=5"
+    summary, m = run_job(*override.split(), "outer_steps=2", steps)
+    assert summary["status"] == "completed" and len(m) == 3
+    expected = ROW0_ERROR.get(override, 0.0)
+    assert m["hypergrad_error"][0] == pytest.approx(expected, rel=1e-4, abs=1e-5)
+    assert m["hypergrad_norm"][0] == pytest.approx(4 * (1 - expected if expected < 1 else 2), rel=1e-4)
+    assert m["theta"][2] < m["theta"][0]  # two outer steps down the hypergradient
+
+
+@pytest.mark.parametrize("objective", _options("objective"))
+def test_every_objective_runs_with_its_recommended_settings(run_job, objective):
+    summary, m = run_job(f"objective={objective}", "outer_steps=2")
+    assert summary["status"] == "completed" and len(m) == 3
+    assert m["outer_loss"][2] < m["outer_loss"][0]  # its recommended settings learn
+    if "hypergrad_error" in m:  # a closed form: the hypergradient is right
+        assert m["hypergrad_error"].max() < 1e-4
+
+
+def test_a_tolerance_stops_the_inner_solver_early(run_job):
+    _, m = run_job("objective=ridge", "inner_solver.tol=1.0", "inner_solver.steps=200", "outer_steps=5")
+    early = m["inner_iterations"] < 200
+    assert early.all() and (m["inner_iterations"][1:] < m["inner_iterations"][0]).all()  # warm starts help
+    assert (m["inner_grad_norm"] <= 1.0).all()
+
+
+def test_linear_solver_warm_start_and_a_solve_cut_at_maxiter(run_job):
+    common = ("objective=logreg", "outer_steps=10", "precision=float64", "linear_solver.tol=1e-4")
+    _, cold = run_job(*common)
+    _, warm = run_job(*common, "linear_solver.warm_start=true")
+    # measured: cold 7, 7, 8, 8, 9, 9, 9, 10, 11, 11, 13 iterations; warm 7, 6, 6, 6, 6, 7, ...
+    assert warm["linsolve_iterations"][0] == cold["linsolve_iterations"][0]  # nothing to start from at row 0
+    assert (warm["linsolve_iterations"][1:] <= cold["linsolve_iterations"][1:]).all()
+    assert warm["linsolve_iterations"].sum() < cold["linsolve_iterations"].sum() - 10
+    assert warm["linsolve_converged"].all() and cold["linsolve_converged"].all()
+    np.testing.assert_allclose(warm["outer_loss"], cold["outer_loss"], rtol=1e-4)  # both solved to tol
+    _, cut = run_job(*common, "linear_solver.maxiter=2")
+    assert (cut["linsolve_iterations"] == 2).all() and not cut["linsolve_converged"].any()
+    assert (cut["linsolve_residual"] > cold["linsolve_residual"]).all()
 
 
 def test_float64_runs_in_double_precision_and_float32_after_it(run_job):
