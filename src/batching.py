@@ -13,7 +13,6 @@ import contextlib
 import dataclasses
 import functools
 import inspect
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 
 from src import interrupts
 from src.config import RunConfig, build_method, flatten, objective_of, unflatten
+from src.programs import Clock, Programs, wait_ready
 from src.tracking import clear_results, config_fingerprint, provenance, write_json, write_metrics, write_params
 
 
@@ -146,86 +146,6 @@ def _vmap_shared(fn: Callable, dynamic_pos: int) -> Callable:
     return jax.vmap(jax.vmap(fn, in_axes=tuple(inner_axes)))
 
 
-def enable_compilation_cache(path: str | Path = "outputs/.jax_cache") -> None:
-    """JAX's persistent compilation cache, so that a rerun or resumed sweep does not compile
-    again (``JAX_COMPILATION_CACHE_DIR`` wins when set)."""
-    import os
-
-    import jax
-
-    if jax.config.jax_compilation_cache_dir:
-        return
-    where = os.environ.get("JAX_COMPILATION_CACHE_DIR") or str(Path(path).absolute())
-    jax.config.update("jax_compilation_cache_dir", where)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-
-
-_EXECUTABLES: dict = {}
-COMPILATIONS = {"count": 0}  # programs compiled by this process (cache misses)
-TIMINGS: dict[str, float] = {}  # seconds spent per phase by this process, for sweep summaries
-
-
-@contextlib.contextmanager
-def timed(phase: str):
-    t = time.perf_counter()
-    try:
-        yield
-    finally:
-        TIMINGS[phase] = TIMINGS.get(phase, 0.0) + time.perf_counter() - t
-
-
-def _in_thread(fn: Callable, *args):
-    """``fn(*args)`` in a daemon thread, waited for where a signal can interrupt the wait:
-    an XLA compilation holds its calling thread in C++ for seconds, where Python runs no
-    signal handler (Ctrl-C would wait for it). The thread gets this thread's precision."""
-    import jax
-
-    x64, out = bool(jax.config.jax_enable_x64), {}
-
-    def target() -> None:
-        try:
-            with jax.enable_x64(x64):
-                out["value"] = fn(*args)
-        except BaseException as exc:  # noqa: BLE001 - raised again in the caller
-            out["error"] = exc
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    while thread.is_alive():
-        thread.join(0.05)
-    if "error" in out:
-        raise out["error"]
-    return out["value"]
-
-
-def wait_ready(tree):
-    """Wait for a computation's outputs, with Python seeing signals meanwhile
-    (``block_until_ready`` holds the main thread in C++ until the program ends)."""
-    import jax
-
-    leaves = [x for x in jax.tree.leaves(tree) if hasattr(x, "is_ready")]
-    pause = 1e-4
-    while not all(x.is_ready() for x in leaves):
-        time.sleep(pause)
-        pause = min(2 * pause, 0.01)
-    return jax.block_until_ready(tree)  # raises a computation's error, if any
-
-
-def _compiled(name: str, static: tuple, fn: Callable, *args):
-    """Compile ``fn`` for these argument shapes once per process; ``(executable, compile_s)``."""
-    import jax
-
-    signature = jax.tree.map(lambda x: (x.shape, x.dtype, getattr(x, "sharding", None)), args)
-    key = (name, static, jax.tree.structure(args), tuple(jax.tree.leaves(signature)), jax.config.jax_enable_x64)
-    if key in _EXECUTABLES:
-        return _EXECUTABLES[key], 0.0
-    t = time.perf_counter()
-    COMPILATIONS["count"] += 1
-    _EXECUTABLES[key] = _in_thread(lambda: jax.jit(fn).lower(*args).compile())
-    return _EXECUTABLES[key], time.perf_counter() - t
-
-
 def _pad(tree, size: int, target: int):
     """Repeat the last member so the batch axis has ``target`` entries (outputs are dropped)."""
     import jax
@@ -251,17 +171,22 @@ def run_batch(
     batch_info: dict | None = None,
     shape: tuple[int, int] | None = None,
     writer=None,
+    programs: Programs | None = None,
+    clock: Clock | None = None,
 ) -> list[dict]:
     """Run jobs with one static config as one vmapped program; write and return summaries.
 
     The batch is laid out on a grid of ``shape`` = (datasets, jobs per dataset), padded,
     so that every batch of a group has one shape and the group compiles once (see
     ``src.sweep.plan_batches``); with several devices it is laid out flat, padded to as
-    many members and to a multiple of the device count, and sharded over them."""
+    many members and to a multiple of the device count, and sharded over them.
+    ``programs`` holds the compiled programs (reused across batches), ``clock`` gets the
+    time of each phase."""
     import jax
 
     from src.outer import make_run, make_stepper
 
+    programs, clock = programs or Programs(), clock or Clock()
     static = jobs[0].run.static
     assert all(j.run.static == static for j in jobs), "a batch needs one static config"
     for job in jobs:  # results left by an earlier, interrupted attempt
@@ -271,7 +196,7 @@ def run_batch(
     with precision_context(precision):
         dtype = jax.numpy.float64 if precision == "float64" else jax.numpy.float32
         shared = jax.device_count() == 1  # several devices: the flat layout, sharded
-        with timed("data_s"):
+        with clock.timed("data_s"):
             if shared:
                 grid, where = _shared_layout(jobs, shape or batch_shape(jobs))
                 dynamic, keys = _stack_shared(jobs, grid, dtype)
@@ -289,23 +214,23 @@ def run_batch(
         if not chunk or chunk >= steps:
             run = make_run(*core)
             fn = vmap(lambda d, key: run(d["params"], d["data"], key), 0)
-            compiled, compile_s = _compiled("run", static, fn, dynamic, keys)
+            compiled, compile_s = programs.get("run", static, fn, dynamic, keys)
             t1 = time.perf_counter()
             result = wait_ready(compiled(dynamic, keys))
             run_s = time.perf_counter() - t1
             if on_steps:
                 on_steps(steps)
         else:
-            result, compile_s, run_s = _run_chunked(static, stepper, dynamic, keys, chunk, on_steps, vmap)
+            result, compile_s, run_s = _run_chunked(programs, static, stepper, dynamic, keys, chunk, on_steps, vmap)
         if shared:  # back from the (datasets, M) grid to one entry per job
             result = jax.tree.map(lambda x: np.asarray(x)[where[:, 0], where[:, 1]], result)
         else:
             result = jax.tree.map(lambda x: np.asarray(x)[: len(jobs)], result)
-    TIMINGS["compile_s"] = TIMINGS.get("compile_s", 0.0) + compile_s
-    TIMINGS["run_s"] = TIMINGS.get("run_s", 0.0) + run_s
+    clock.add("compile_s", compile_s)
+    clock.add("run_s", run_s)
     size = len(jobs)
     summaries = []
-    with timed("write_s"):
+    with clock.timed("write_s"):
         for i, job in enumerate(jobs):
             interrupts.check()  # a stop whose exception was dropped: no more files (src.interrupts)
             info = {"size": size, "index": i, "run_s": run_s, "compile_s": compile_s, **(batch_info or {})}
@@ -323,25 +248,25 @@ def _on_dynamic(stepper):
     )
 
 
-def _run_chunked(static, stepper, dynamic, keys, chunk: int, on_steps, vmap):
+def _run_chunked(programs: Programs, static, stepper, dynamic, keys, chunk: int, on_steps, vmap):
     """The same loop in chunks of ``chunk`` outer steps, with progress between chunks."""
     import jax
     import jax.numpy as jnp
 
-    init, compile_s = _compiled("init", static, vmap(stepper.init, 0), dynamic, keys)
+    init, compile_s = programs.get("init", static, vmap(stepper.init, 0), dynamic, keys)
     carry = init(dynamic, keys)
     sizes = [chunk] * (stepper.steps // chunk) + ([stepper.steps % chunk] if stepper.steps % chunk else [])
-    programs = {}
+    advance = {}
     for n in sorted(set(sizes)):
         fn = vmap(lambda c, d, n=n: stepper.advance(c, d, n), 1)
-        programs[n], seconds = _compiled(f"advance{n}", static, fn, carry, dynamic)
+        advance[n], seconds = programs.get(f"advance{n}", static, fn, carry, dynamic)
         compile_s += seconds
-    finish, seconds = _compiled("finish", static, vmap(stepper.finish, 1), carry, dynamic)
+    finish, seconds = programs.get("finish", static, vmap(stepper.finish, 1), carry, dynamic)
     compile_s += seconds
     t1 = time.perf_counter()
     rows = []
     for n in sizes:
-        carry, chunk_rows = programs[n](carry, dynamic)
+        carry, chunk_rows = advance[n](carry, dynamic)
         rows.append(wait_ready(chunk_rows))
         interrupts.check()  # a stop whose exception was dropped: no further chunk
         if on_steps:

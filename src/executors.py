@@ -20,26 +20,21 @@ import sys
 import time
 from pathlib import Path
 
-from src.sweep import BatchFailed, job_value, make_jobs, plan_batches, report_sweep, resumed
+from src.sweep import BatchFailed, plan_sweep, report_sweep
 
-BASE = ("timeout_min", "cpus_per_task", "gpus_per_node", "mem_gb", "name", "stderr_to_stdout")
-SLURM = (
-    "partition",
-    "qos",
-    "comment",
-    "constraint",
-    "exclude",
-    "gres",
-    "cpus_per_gpu",
-    "gpus_per_task",
-    "mem_per_gpu",
-    "mem_per_cpu",
-    "account",
-    "signal_delay_s",
-    "additional_parameters",
-    "array_parallelism",
-    "setup",
-)
+
+def _option_names() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """hydra-submitit-launcher's option names (from its config dataclasses): those of every
+    executor and those of SLURM only. ``nodes`` and ``tasks_per_node`` are fixed here (a
+    batch is one process), the folder and requeue count are given to the executor itself."""
+    from dataclasses import fields
+
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, SlurmQueueConf
+
+    fixed = {"submitit_folder", "nodes", "tasks_per_node", "_target_", "max_num_timeout"}
+    base = tuple(f.name for f in fields(BaseQueueConf) if f.name not in fixed)
+    slurm = tuple(f.name for f in fields(SlurmQueueConf) if f.name not in fixed and f.name not in base)
+    return base, slurm
 
 
 def make_executor(kind: str, options: dict):
@@ -47,6 +42,8 @@ def make_executor(kind: str, options: dict):
     launcher's options, named as hydra-submitit-launcher names them."""
     try:
         import submitit
+
+        base, slurm = _option_names()
     except ImportError as exc:
         raise ImportError(f"hydra.launcher.executor={kind} needs submitit: pip install -e '.[cluster]'") from exc
     from omegaconf import OmegaConf
@@ -56,10 +53,10 @@ def make_executor(kind: str, options: dict):
     executor = submitit.AutoExecutor(
         folder=options["submitit_folder"], cluster=cluster, **{f"{cluster}_max_num_timeout": options["max_num_timeout"]}
     )
-    params = {k: options[k] for k in BASE if options.get(k) is not None}
+    params = {k: options[k] for k in base if options.get(k) is not None}
     params.update(tasks_per_node=1, nodes=1)  # a batch is one process: one vmapped program
     if cluster == "slurm":
-        params.update({f"slurm_{k}": options[k] for k in SLURM if options.get(k) is not None})
+        params.update({f"slurm_{k}": options[k] for k in slurm if options.get(k) is not None})
     elif options.get("setup"):
         params["local_setup"] = options["setup"]
     executor.update_parameters(**params)
@@ -111,23 +108,20 @@ def run_on_submitit(launcher, entries: list, runs: list, sweep_dir: Path, stats:
     from src.tracking import complete_result
 
     t0 = time.perf_counter()
-    jobs = make_jobs(entries, runs)
-    done = resumed(jobs, launcher.resume)
-    pending = [i for i in range(len(jobs)) if i not in done]
-    groups, batches = plan_batches(jobs, pending, launcher.max_batch_size)
-    results: list = [job_value(jobs[i], done[i]) if i in done else None for i in range(len(jobs))]
+    sweep = plan_sweep(entries, runs, launcher.resume, launcher.max_batch_size)
     submitted = []
-    if batches:
+    if sweep.batches:
         executor = make_executor(launcher.executor, launcher.submitit)
         state = Singleton.get_state()
         run_batch = launcher.task_function.run_batch
         tasks = [
-            BatchTask(run_batch, [entries[i] for i in m], sweep_dir, state, launcher.resume) for _, m, _ in batches
+            BatchTask(run_batch, [entries[i] for i in m], sweep_dir, state, launcher.resume)
+            for _, m, _ in sweep.batches
         ]
         submitted = executor.submit_array(tasks)
         ids = ", ".join(job.job_id for job in submitted)
         print(f"submitted {len(tasks)} batch(es) to {launcher.executor}: {ids}", file=sys.stderr)
-    for (_, members, _), job in zip(batches, submitted, strict=True):
+    for (_, members, _), job in zip(sweep.batches, submitted, strict=True):
         try:
             values = job.results()[0]
         except Exception as exc:  # noqa: BLE001 - the batch's jobs fail, the sweep goes on
@@ -136,15 +130,10 @@ def run_on_submitit(launcher, entries: list, runs: list, sweep_dir: Path, stats:
             print(failure, file=sys.stderr)
             values = [failure] * len(members)
         for i, value in zip(members, values, strict=True):
-            results[i] = value
-    summaries = [complete_result(job.out_dir) for job in jobs]  # complete result sets only
+            sweep.results[i] = value
+            sweep.summaries[i] = complete_result(sweep.jobs[i].out_dir)  # complete result sets only
     report_sweep(
-        jobs,
-        summaries,
-        results,
-        groups,
-        batches,
-        skipped=len(done),
+        sweep,
         wall_s=time.perf_counter() - t0,
         sweep_dir=sweep_dir,
         path=Path(sweep_dir) / "sweep_summary.json",
@@ -153,4 +142,4 @@ def run_on_submitit(launcher, entries: list, runs: list, sweep_dir: Path, stats:
         executor=launcher.executor,
         **stats,
     )
-    return results
+    return sweep.results

@@ -234,7 +234,9 @@ def launch_batched(launcher, job_overrides: Sequence[Sequence[str]], initial_job
     check = getattr(launcher.task_function, "validate_batch", None)
     entries = [(s.task, s.output_dir, s.overrides) for s in specs]
     # every job is checked before any job directory is written; the result goes to run_batch
+    t = time.perf_counter()
     validated = check(entries, overwrite=launcher.overwrite) if check is not None else None
+    validate_s = time.perf_counter() - t
     callbacks = launcher.hydra_context.callbacks
     has_callbacks = bool(getattr(callbacks, "callbacks", None))
     full = {}
@@ -247,11 +249,20 @@ def launch_batched(launcher, job_overrides: Sequence[Sequence[str]], initial_job
                 cfg.hydra = spec.hydra
             callbacks.on_job_start(config=full[spec.idx], task_function=launcher.task_function)
     hydra_files_s = time.perf_counter() - t
-    stats = {"full_compositions": composer.full_compositions, "compose_s": compose_s, "hydra_files_s": hydra_files_s}
+    stats = {
+        "full_compositions": composer.full_compositions,
+        "compose_s": compose_s,
+        "validate_s": validate_s,
+        "hydra_files_s": hydra_files_s,
+    }
     if launcher.executor == "local":
+        from src.programs import Programs
+
+        launcher.programs = launcher.programs or Programs()  # kept across the launches of one multirun
         results = launcher.task_function.run_batch(
             entries,
             validated=validated,
+            programs=launcher.programs,
             max_batch_size=launcher.max_batch_size,
             resume=launcher.resume,
             sweep_dir=composer.sweep_dir,

@@ -8,6 +8,7 @@ it gets each job's config and output directory explicitly, since Hydra's
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 import time
 from collections.abc import Sequence
@@ -15,18 +16,17 @@ from pathlib import Path
 
 from src import interrupts
 from src.batching import (
-    TIMINGS,
     Job,
     data_groups,
     group_by_static,
     group_labels,
     job_data,
     run_batch,
-    timed,
     wandb_config,
 )
 from src.config import ConfigError, flatten, validate
 from src.preflight import refuse
+from src.programs import Clock, Programs
 from src.tracking import (
     complete_result,
     config_fingerprint,
@@ -43,7 +43,7 @@ def _where(entries, i: int) -> str:
     return f"job {Path(out_dir).name} ({' '.join(overrides)})" if len(entries) > 1 else "config"
 
 
-def validate_all(entries) -> list:
+def validate_all(entries, clock: Clock | None = None) -> list:
     """Validate every job before any work, and build every job's data (options that only
     the data can check, such as sizes, fail here); a bad job stops the sweep with its
     message."""
@@ -53,7 +53,7 @@ def validate_all(entries) -> list:
             runs.append(validate(cfg))
         except ConfigError as err:
             refuse(f"Error in {_where(entries, i)}: {err}")
-    with timed("data_s"):
+    with (clock or Clock()).timed("data_s"):
         for i, run in enumerate(runs):
             try:
                 job_data(run)  # memoized: the batch uses these arrays
@@ -160,15 +160,21 @@ def run_sweep(
     summary_file: str | None = "sweep_summary.json",
     append_summary: bool = False,
     handle_signals: bool = True,
+    programs: Programs | None = None,
 ) -> list:
     """Run ``(config, output_dir, overrides)`` entries; returns each job's final outer loss
     (or the exception that stopped its batch), in order.
 
     ``summary_file=None`` writes no sweep summary and ``handle_signals=False`` leaves the
     signal handlers to the caller: how a batch runs under submitit, which owns them and
-    requeues (``src.executors.BatchTask`` keeps submitit's handler and records it)."""
+    requeues (``src.executors.BatchTask`` keeps submitit's handler and records it).
+    ``programs``: compiled programs to reuse (a launcher keeps them across the launches of
+    one multirun)."""
+    programs = programs if programs is not None else Programs()
     with interrupts.recorded_signals() if handle_signals else contextlib.nullcontext():
-        return _sweep(entries, max_batch_size, resume, sweep_dir, stats, validated, summary_file, append_summary)
+        return _sweep(
+            entries, max_batch_size, resume, sweep_dir, stats, validated, summary_file, append_summary, programs
+        )
 
 
 class Diverged:
@@ -200,40 +206,58 @@ def job_status(summary: dict | None, result) -> str:
     return "failed" if isinstance(result, BaseException) else "not run"
 
 
-def _sweep(entries, max_batch_size, resume, sweep_dir, stats, validated, summary_file, append_summary) -> list:
-    from src.batching import COMPILATIONS, enable_compilation_cache
+@dataclasses.dataclass
+class Sweep:
+    """A planned sweep and what became of each of its jobs: what the stages (plan ->
+    execute, in-process or on submitit -> record -> report) hand each other."""
 
-    t0 = time.perf_counter()
-    compiled_before, phases_before = COMPILATIONS["count"], dict(TIMINGS)
-    with timed("validate_s"):
-        runs = validated if validated is not None else validate_all(entries)
-    enable_compilation_cache()
+    jobs: list[Job]
+    done: dict[int, dict]  # the jobs resumed: their summaries, by index
+    groups: dict  # static config -> job indices
+    batches: list  # (static, job indices, grid shape)
+    summaries: list  # each job's summary once it has complete results
+    results: list  # each job's return value to Hydra (a loss, Diverged, BatchFailed)
+
+    @property
+    def pending(self) -> list[int]:
+        return [i for i in range(len(self.jobs)) if i not in self.done]
+
+
+def plan_sweep(entries, runs, resume: bool, max_batch_size: int) -> Sweep:
+    """The plan stage: jobs, the ones resumed, groups and batches."""
     jobs = make_jobs(entries, runs)
-    results: list = [None] * len(jobs)
-    summaries: list = [None] * len(jobs)
     done = resumed(jobs, resume)
-    for i, summary in done.items():
-        results[i], summaries[i] = job_value(jobs[i], summary), summary
     pending = [i for i in range(len(jobs)) if i not in done]
     groups, batches = plan_batches(jobs, pending, max_batch_size)
+    summaries = [done.get(i) for i in range(len(jobs))]
+    results = [job_value(jobs[i], done[i]) if i in done else None for i in range(len(jobs))]
+    return Sweep(jobs, done, groups, batches, summaries, results)
+
+
+def _sweep(
+    entries, max_batch_size, resume, sweep_dir, stats, validated, summary_file, append_summary, programs
+) -> list:
+    from src.programs import enable_compilation_cache
+
+    t0, clock, built = time.perf_counter(), Clock(), programs.built
+    with clock.timed("validate_s"):
+        runs = validated if validated is not None else validate_all(entries, clock)
+    enable_compilation_cache()
+    sweep = plan_sweep(entries, runs, resume, max_batch_size)
+    jobs, pending = sweep.jobs, sweep.pending
     settings = dict(runs[0].wandb) if runs else {"mode": "disabled"}
     if sweep_dir is not None and not settings.get("group"):
         settings["group"] = Path(sweep_dir).name
 
     def report(**more) -> None:
         report_sweep(
-            jobs,
-            summaries,
-            results,
-            groups,
-            batches,
-            skipped=len(done),
+            sweep,
             wall_s=time.perf_counter() - t0,
             sweep_dir=sweep_dir,
             path=None if sweep_dir is None or summary_file is None else Path(sweep_dir) / summary_file,
             append=append_summary,
-            compiled_programs=COMPILATIONS["count"] - compiled_before,
-            phases_s={k: v - phases_before.get(k, 0.0) for k, v in TIMINGS.items()},  # this launch's
+            compiled_programs=programs.built - built,
+            phases_s=dict(clock.seconds),  # this launch's
             **(stats or {}),
             **more,
         )
@@ -241,17 +265,17 @@ def _sweep(entries, max_batch_size, resume, sweep_dir, stats, validated, summary
     writer = None
     try:
         writer = WandbWriter(settings, workers=2 if len(pending) > 1 else 0)
-        writer.plan([(jobs[i].out_dir, *wandb_config(jobs[i])) for _, members, _ in batches for i in members])
-        _run_batches(jobs, batches, results, summaries, len(pending), writer)
+        writer.plan([(jobs[i].out_dir, *wandb_config(jobs[i])) for _, members, _ in sweep.batches for i in members])
+        _run_batches(sweep, writer, programs, clock)
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: keep what completed, say how to resume
         with interrupts.deferred():
             for k, summary in resumed([jobs[i] for i in pending], True).items():  # written before the stop
                 i = pending[k]
-                summaries[i], results[i] = summary, job_value(jobs[i], summary)
+                sweep.summaries[i], sweep.results[i] = summary, job_value(jobs[i], summary)
             if writer is not None:
                 writer.abort()
             report(interrupted=True)
-            kept = sum(s is not None for s in summaries)
+            kept = sum(s is not None for s in sweep.summaries)
             print(
                 f"Interrupted: {kept} of {len(jobs)} jobs have complete results, kept. "
                 "Rerun the same command to resume: completed jobs are skipped.",
@@ -262,46 +286,44 @@ def _sweep(entries, max_batch_size, resume, sweep_dir, stats, validated, summary
         if writer is not None:
             writer.close()
         raise
-    with timed("wandb_wait_s"):  # waiting for the last wandb runs once the batches are done
+    with clock.timed("wandb_wait_s"):  # waiting for the last wandb runs once the batches are done
         writer.close()
     report()
-    return results
+    return sweep.results
 
 
-def report_sweep(
-    jobs, summaries, results, groups, batches, *, skipped, wall_s, sweep_dir, path, append, batch_info=None, **fields
-) -> None:
-    """The end of a sweep: one screen on stderr and, where ``path`` is given, the sweep's
+def report_sweep(sweep: Sweep, *, wall_s, sweep_dir, path, append, batch_info=None, **fields) -> None:
+    """The report stage: one screen on stderr and, where ``path`` is given, the sweep's
     summary file (``batch_info``: extra fields per batch, in order)."""
     from src.progress import print_sweep_summary
 
     print_sweep_summary(
-        jobs,
-        summaries,
-        results,
-        n_batches=len(batches),
-        n_groups=len(groups),
-        skipped=skipped,
+        sweep.jobs,
+        sweep.summaries,
+        sweep.results,
+        n_batches=len(sweep.batches),
+        n_groups=len(sweep.groups),
+        skipped=len(sweep.done),
         wall_s=wall_s,
         sweep_dir=sweep_dir,
     )
     if path is None:
         return
-    extra = batch_info or [{}] * len(batches)
-    labels = group_labels(list(groups))
+    extra = batch_info or [{}] * len(sweep.batches)
+    labels = group_labels(list(sweep.groups))
     listed = [
-        {"label": labels[st], "jobs": [jobs[i].name for i in m], **more}
-        for (st, m, _), more in zip(batches, extra, strict=True)
+        {"label": labels[st], "jobs": [sweep.jobs[i].name for i in m], **more}
+        for (st, m, _), more in zip(sweep.batches, extra, strict=True)
     ]
     write_sweep_summary(
         path,
-        jobs,
-        summaries,
-        results,
+        sweep.jobs,
+        sweep.summaries,
+        sweep.results,
         append,
         batches=listed,
-        resumed=skipped,
-        groups=len(groups),
+        resumed=len(sweep.done),
+        groups=len(sweep.groups),
         wall_s=wall_s,
         **fields,
     )
@@ -325,11 +347,14 @@ def write_sweep_summary(path: Path, jobs, summaries, results, append: bool = Fal
     write_json(path, new)
 
 
-def _run_batches(jobs, batches, results, summaries, n_pending, writer) -> None:
+def _run_batches(sweep: Sweep, writer, programs: Programs, clock: Clock) -> None:
+    """The in-process execute stage: one batch after another, each job's files and wandb
+    run recorded as its batch ends (``src.batching.run_batch``)."""
     from src.progress import SweepProgress
 
+    jobs, batches = sweep.jobs, sweep.batches
     labels = group_labels([static for static, _, _ in batches])
-    with SweepProgress(len(jobs), len(jobs) - n_pending, len(batches)) as progress:
+    with SweepProgress(len(jobs), len(sweep.done), len(batches)) as progress:
         for b, (static, members, shape) in enumerate(batches):
             interrupts.check()  # a stop whose exception was dropped (see src.interrupts)
             steps = jobs[members[0]].run.tree["outer_steps"]
@@ -337,17 +362,19 @@ def _run_batches(jobs, batches, results, summaries, n_pending, writer) -> None:
             info = {"id": b, "label": labels[static]}
             try:
                 batch = [jobs[i] for i in members]
-                done = run_batch(batch, on_steps=advance, batch_info=info, shape=shape, writer=writer)
+                done = run_batch(
+                    batch, on_steps=advance, batch_info=info, shape=shape, writer=writer, programs=programs, clock=clock
+                )
             except Exception as exc:  # noqa: BLE001 - the batch's jobs fail, the sweep goes on
                 interrupts.check(cause=exc)  # a signal's exception that a library turned into its own
                 failure = BatchFailed(f"batch {b} ({labels[static]}) failed: {type(exc).__name__}: {exc}")
                 failure.__cause__ = exc
                 print(failure, file=sys.stderr)
                 for i in members:
-                    results[i] = failure
+                    sweep.results[i] = failure
                 progress.end_batch(len(members))
                 continue
             for i, summary in zip(members, done, strict=True):
-                summaries[i], results[i] = summary, job_value(jobs[i], summary)
+                sweep.summaries[i], sweep.results[i] = summary, job_value(jobs[i], summary)
             progress.end_batch(len(members))
     interrupts.check()

@@ -75,6 +75,7 @@ class BatchedLauncher(Launcher):
         self.executor = getattr(executor, "value", executor)
         self.submitit = submitit  # executor options, used when executor is submitit_*
         self.config = self.hydra_context = self.task_function = None
+        self.programs = None  # compiled programs, kept across the launches of one multirun
 
     def setup(self, *, hydra_context, task_function, config) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
