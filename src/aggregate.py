@@ -2,12 +2,14 @@
 
     python -m src.aggregate outputs/multirun/2026-11-27_12-00-00 --metric outer_loss --plot
 
-* :func:`load_runs` -> one row per job: its overrides as columns, status, final metrics
+* :func:`load_runs` -> one row per job, read from what it stored (``pd.json_normalize``
+  of its summary): its resolved config as columns (dotted keys), status, final metrics
   (row T of ``metrics.parquet``, as everywhere), timings;
 * :func:`load_steps` -> the long per-step table of every job;
 * :func:`summarize` -> mean, std and count of the chosen metrics per group of the swept
-  keys except ``seed``, over completed jobs only; diverged and failed jobs are counted in
-  their own columns, never averaged in. Best group first.
+  config keys except ``seed``, over completed jobs only; diverged and failed jobs are
+  counted in their own columns, never averaged in. Best group first (higher first for
+  the metrics the objective declares in ``maximize``).
 
 Writes ``results.csv`` (numeric mean/std/count columns), ``results.md``, ``results.tex``
 and, with ``--plot``, PNG figures into the sweep directory (or ``--out``).
@@ -24,8 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-HIGHER_IS_BETTER = re.compile(r"accuracy|recall|precision")
-ID_COLUMNS = ("sweep", "job", "path", "status", "diverged_step", "objective", "batch")
+ID_COLUMNS = ("sweep", "job", "path", "status", "diverged_step", "batch")
 
 
 def _job_dirs(paths: Sequence[str | Path]) -> list[Path]:
@@ -41,62 +42,75 @@ def _job_dirs(paths: Sequence[str | Path]) -> list[Path]:
     return dirs
 
 
-def _overrides(overrides: Sequence[str]) -> dict:
-    """A job's overrides as typed values, parsed by Hydra's own override grammar."""
-    from src.launcher import _parse
+def _stored_config(d: Path, summary: dict | None) -> dict | None:
+    """The job's resolved config as it ran: the summary's, or (for a job without readable
+    results) its ``.hydra/config.yaml`` resolved and validated the same way."""
+    if summary is not None:
+        return summary.get("config")
+    try:
+        from omegaconf import OmegaConf
 
-    out = {}
-    for o in _parse(list(overrides)):
-        if o.is_hydra_override() or o.is_delete():
-            continue
-        value = o.value()
-        out[o.key_or_group] = value if isinstance(value, str | int | float | bool | type(None)) else str(value)
-    return out
+        from src.config import validate
+
+        return validate(OmegaConf.load(d / ".hydra" / "config.yaml")).tree
+    except Exception:  # noqa: BLE001 - no config to read: the job is listed without one
+        return None
 
 
-def _read_job(d: Path) -> tuple[dict | None, list[str], str]:
-    """(summary, overrides, status) of a job directory: status is the summary's, ``failed``
-    where there is no summary (the job failed or never ran), ``unreadable`` where a result
-    file is truncated or corrupt."""
-    import yaml
-
+def _read_job(d: Path) -> tuple[dict | None, str]:
+    """(summary, status) of a job directory: status is the summary's, ``failed`` where there
+    is no summary (the job failed or never ran), ``unreadable`` where a result file is
+    truncated or corrupt."""
     from src.tracking import complete_result
 
-    try:
-        overrides = yaml.safe_load((d / ".hydra" / "overrides.yaml").read_text()) or []
-    except (OSError, yaml.YAMLError):
-        overrides = []
     if not (d / "summary.json").exists():
-        return None, overrides, "failed"
+        return None, "failed"
     summary = complete_result(d)
-    if summary is None:
-        return None, overrides, "unreadable"
-    return summary, summary.get("overrides", overrides), summary["status"]
+    return (None, "unreadable") if summary is None else (summary, summary["status"])
+
+
+def _config_columns(config: pd.DataFrame) -> pd.DataFrame:
+    """Flattened config columns named by their dotted keys; a group's ``X.name`` is ``X``
+    (the option a user chose, as in ``linear_solver=gmres``)."""
+    names = {c: c.removesuffix(".name") if c.count(".") == 1 and c.endswith(".name") else c for c in config.columns}
+    return config.rename(columns=names)
 
 
 def load_runs(*paths: str | Path) -> pd.DataFrame:
-    """One row per job found under ``paths`` (sweep directories, job directories, outputs/).
-    Jobs without readable results are rows too, with status ``failed`` (no results) or
-    ``unreadable`` (a truncated or corrupt result file), so that tables count them."""
-    rows, override_keys, final_keys = [], set(), set()
+    """One row per job found under ``paths`` (sweep directories, job directories, outputs/):
+    what each job stored, read with ``pd.json_normalize``: its resolved config (one column
+    per dotted key; ``runs.attrs["config"]`` lists them), its final metrics (row T of
+    ``metrics.parquet``; ``runs.attrs["metrics"]``), status and timings. Jobs without
+    readable results are rows too, with status ``failed`` (no results) or ``unreadable``
+    (a truncated or corrupt result file), so that tables count them."""
+    records, maximize = [], set()
     for d in _job_dirs(paths):
-        s, overrides, status = _read_job(d)
-        row = {"sweep": d.parent.name, "job": d.name, "path": str(d), "status": status}
-        row["diverged_step"] = (s or {}).get("diverged_step")
-        row["objective"] = (s or {}).get("objective")
-        swept = _overrides(overrides)
-        override_keys |= set(swept)
-        row.update(swept)
-        row.setdefault("seed", (s or {}).get("seed"))
-        final = (s or {}).get("final", {})
-        final_keys |= set(final)
-        row.update({k: v for k, v in final.items() if k != "step" and k not in row})
-        row["run_s"], row["compile_s"] = (s or {}).get("run_s"), (s or {}).get("compile_s")
+        s, status = _read_job(d)
         batch = (s or {}).get("batch") or {}
-        row["batch"] = f"{d.parent}/{batch['id']}" if "id" in batch else None
-        rows.append(row)
-    runs = pd.DataFrame(rows)
-    runs.attrs["metrics"] = sorted((final_keys | {"run_s", "compile_s"}) - override_keys - {"step"})
+        records.append(
+            {
+                "sweep": d.parent.name,
+                "job": d.name,
+                "path": str(d),
+                "status": status,
+                "diverged_step": (s or {}).get("diverged_step"),
+                "batch": f"{d.parent}/{batch['id']}" if "id" in batch else None,
+                "run_s": (s or {}).get("run_s"),
+                "compile_s": (s or {}).get("compile_s"),
+                "config": _stored_config(d, s) or {},
+                "final": {k: v for k, v in ((s or {}).get("final") or {}).items() if k != "step"},
+            }
+        )
+        maximize |= set((s or {}).get("maximize") or ())
+    if not records:
+        return pd.DataFrame()
+    flat = pd.json_normalize(records, sep=".")
+    config = _config_columns(flat.filter(regex=r"^config\.").rename(columns=lambda c: c.removeprefix("config.")))
+    final = flat.filter(regex=r"^final\.").rename(columns=lambda c: c.removeprefix("final."))
+    final = final.rename(columns={c: f"final.{c}" for c in final.columns if c in config.columns})  # never mixed
+    ids = flat[[c for c in flat.columns if not c.startswith(("config.", "final."))]]
+    runs = pd.concat([ids, config, final], axis=1)
+    runs.attrs.update(config=list(config.columns), metrics=[*final.columns, "run_s", "compile_s"], maximize=maximize)
     return runs
 
 
@@ -113,31 +127,37 @@ def without_results(runs: pd.DataFrame) -> str | None:
     return f"Warning: {len(runs)} jobs, " + "; ".join(parts) + " (counted in their own columns)" if parts else None
 
 
-def load_steps(*paths: str | Path) -> pd.DataFrame:
-    """The per-step metrics of every job with readable results, with its overrides as columns."""
+def load_steps(*paths: str | Path, keys: Sequence[str] = ()) -> pd.DataFrame:
+    """The per-step metrics of every job with readable results, with the config ``keys``
+    of :func:`load_runs` (default: the swept ones) as columns."""
+    runs = load_runs(*paths)
+    if runs.empty:
+        return pd.DataFrame()
+    keys = list(keys or swept_keys(runs))
     frames = []
-    for d in _job_dirs(paths):
-        s, overrides, status = _read_job(d)
-        if s is None:
-            continue
-        m = pd.read_parquet(d / "metrics.parquet")
-        for k, v in {"sweep": d.parent.name, "job": d.name, "status": status, **_overrides(overrides)}.items():
-            m[k] = v if not isinstance(v, list | dict) else str(v)
+    for row in runs[runs["status"].isin(["completed", "diverged"])].itertuples(index=False):
+        m = pd.read_parquet(Path(row.path) / "metrics.parquet")
+        values = dict(zip(runs.columns, row, strict=True))
+        for k in ("sweep", "job", "status", *keys):
+            m[k] = values[k]
         frames.append(m)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def swept_keys(runs: pd.DataFrame) -> list[str]:
-    """Override columns whose value differs between jobs, except ``seed``."""
-    metrics = set(runs.attrs.get("metrics", ()))
-    return [
-        col
-        for col in runs.columns
-        if col not in ID_COLUMNS
-        and col not in metrics
-        and col not in ("seed", "run_s", "compile_s")
-        and runs[col].astype(str).nunique() > 1
-    ]
+    """The config keys whose value differs between jobs, except ``seed``, in the config's
+    order; a key is left out when it only repeats how earlier ones split the jobs (``lr``
+    and ``optimizer.learning_rate``; a solver's name and its defaults)."""
+    keys: list[str] = []
+    groups = pd.Series(0, index=runs.index)
+    for key in runs.attrs.get("config", ()):
+        if key == "seed" or runs[key].astype(str).nunique() < 2:
+            continue
+        finer = groups.astype(str) + "|" + runs[key].astype(str)
+        if finer.nunique() > groups.nunique():
+            keys.append(key)
+            groups = pd.Series(pd.factorize(finer)[0], index=runs.index)
+    return keys
 
 
 def default_metrics(runs: pd.DataFrame) -> list[str]:
@@ -169,7 +189,8 @@ def summarize(runs: pd.DataFrame, metrics: Sequence[str], by: Sequence[str] | No
     for m in metrics:
         table[f"{m}_count"] = table[f"{m}_count"].fillna(0).astype(int)
     first = metrics[0]
-    table = table.sort_values(f"{first}_mean", ascending=not HIGHER_IS_BETTER.search(first), na_position="last")
+    higher = first in runs.attrs.get("maximize", ())  # declared by the objective, stored in each summary
+    table = table.sort_values(f"{first}_mean", ascending=not higher, na_position="last")
     return table.reset_index().drop(columns="_all", errors="ignore")
 
 
@@ -357,12 +378,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if warning:
         print(warning, file=sys.stderr)
     metrics = args.metric or default_metrics(runs)
-    unknown = [m for m in metrics if m not in runs.columns]
+    unknown = [m for m in metrics if m not in runs.attrs["metrics"]]
     if unknown:
-        allowed = sorted(set(runs.columns) - set(ID_COLUMNS) - set(swept_keys(runs)) - {"seed"})
-        print(f"Error: unknown --metric {', '.join(unknown)}; available: {', '.join(allowed)}", file=sys.stderr)
+        allowed = ", ".join(sorted(runs.attrs["metrics"]))
+        print(f"Error: unknown --metric {', '.join(unknown)}; available: {allowed}", file=sys.stderr)
         return 2
     by = swept_keys(runs) if args.by is None else args.by
+    unknown = [k for k in by if k not in runs.attrs["config"]]
+    if unknown:
+        allowed = ", ".join(runs.attrs["config"])
+        print(f"Error: unknown --by {', '.join(unknown)}; the config's keys: {allowed}", file=sys.stderr)
+        return 2
     table = summarize(runs, metrics, by)
     out = Path(args.out or args.paths[0])
     out.mkdir(parents=True, exist_ok=True)
@@ -375,7 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         + f"  -> {out}/results.{{csv,md,tex}}"
     )
     if args.plot:
-        for path in plot(runs, load_steps(*args.paths), metrics, by, out):
+        for path in plot(runs, load_steps(*args.paths, keys=by), metrics, by, out):
             print(f"  {path}")
     return 0
 

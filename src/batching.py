@@ -304,6 +304,7 @@ def write_job(job: Job, result, compile_s: float, run_s: float, batch: dict, wri
         "seed": job.run.seed,
         "precision": job.run.precision,
         "objective": job.run.tree["objective"].get("name"),
+        "maximize": list(objective_of(job.run.static).maximize),  # metrics for which higher is better
         "overrides": list(job.overrides),
         "config": job.run.tree,
         "config_fingerprint": config_fingerprint(job.run.tree),

@@ -37,6 +37,9 @@ class Objective(NamedTuple):
     """Whether the implicit system is symmetric (gradient-based inner problems are)."""
     randomness: str = ""
     """What ``seed`` drives in this problem, in words (``""``: nothing)."""
+    maximize: tuple[str, ...] = ()
+    """The metrics for which higher is better (accuracies...); for every other metric and
+    the losses, lower is. Recorded in each job's summary, read by ``src.aggregate``."""
 
 
 def scalar_theta_metrics(theta) -> dict[str, Any]:

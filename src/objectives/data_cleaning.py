@@ -82,4 +82,5 @@ def make(n_train: Annotated[int, Interval(10)] = 600, n_val: Annotated[int, Inte
         outer_loss=outer_loss,
         metrics=metrics,
         randomness="the train/validation/test split and which labels are corrupted",
+        maximize=("val_accuracy", "test_accuracy", "cleaning_precision", "cleaning_recall"),
     )

@@ -45,4 +45,5 @@ def make() -> Objective:
         outer_loss=outer_loss,
         metrics=metrics,
         randomness="the train/validation split",
+        maximize=("val_accuracy",),
     )
