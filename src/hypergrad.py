@@ -17,8 +17,9 @@ differentiate through that solve) and returns the inner solution with the hyperg
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
+import annotated_types as at
 import jax
 import jax.numpy as jnp
 import optax
@@ -66,7 +67,7 @@ class Implicit:
 class Unrolled:
     """Reverse mode through the inner solver's steps (the last ``truncate`` of them)."""
 
-    truncate: int | None = static(None)
+    truncate: Annotated[int, at.Ge(1)] | None = static(None)
 
     def __call__(self, objective: Objective, inner, theta, w_init, u0, data) -> Hypergrad:
         def outer_of(th):

@@ -24,12 +24,16 @@ replaces by ``||H x - b||`` at one extra matvec.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar, NamedTuple
+from typing import Annotated, Any, ClassVar, NamedTuple
 
+import annotated_types as at
 import jax
 import jax.numpy as jnp
 
 from src.frozen import frozen, static
+
+Tol = Annotated[float, at.Ge(0)]  # the options' ranges, checked on a config by src.schemas
+Maxiter = Annotated[int, at.Ge(1)]
 
 
 class LinsolveInfo(NamedTuple):
@@ -166,8 +170,8 @@ def _info(matvec: Matvec, b, x, iterations, converged, residual) -> tuple[jax.Ar
 class CG:
     """Conjugate gradients; ``H`` symmetric positive definite."""
 
-    tol: float = 1e-5
-    maxiter: int = static(100)
+    tol: Tol = 1e-5
+    maxiter: Maxiter = static(100)
     warm_start: bool = static(False)
     symmetric_only: ClassVar[bool] = True
 
@@ -179,9 +183,9 @@ class CG:
 class GMRES:
     """Restarted GMRES(restart); ``maxiter`` caps the Arnoldi steps."""
 
-    tol: float = 1e-5
-    maxiter: int = static(100)
-    restart: int = static(20)
+    tol: Tol = 1e-5
+    maxiter: Maxiter = static(100)
+    restart: Annotated[int, at.Ge(1)] = static(20)
     warm_start: bool = static(False)
     symmetric_only: ClassVar[bool] = False
 
@@ -193,8 +197,8 @@ class GMRES:
 class BiCGStab:
     """BiCGSTAB; general ``H``, two matvecs per iteration."""
 
-    tol: float = 1e-5
-    maxiter: int = static(100)
+    tol: Tol = 1e-5
+    maxiter: Maxiter = static(100)
     warm_start: bool = static(False)
     symmetric_only: ClassVar[bool] = False
 
@@ -206,8 +210,8 @@ class BiCGStab:
 class Neumann:
     """``maxiter`` terms of the Neumann series with step ``step_size``."""
 
-    step_size: float = 0.1
-    maxiter: int = static(50)
+    step_size: Annotated[float, at.Gt(0)] = 0.1
+    maxiter: Maxiter = static(50)
     warm_start: bool = static(False)
     symmetric_only: ClassVar[bool] = False
 

@@ -12,25 +12,33 @@ import fcntl
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-from src.config import ConfigError, Interval, NonNegative, PositiveInt, check_value
+import annotated_types as at
+from pydantic import BaseModel, ConfigDict
+
+from src.schemas import ConfigError, check
 
 LOCK = ".sweep.lock"
 
-# the batched launcher's numeric options and their ranges (its dataclass gives the types)
-LAUNCHER_RANGES: dict[str, Any] = {
-    "max_batch_size": Annotated[int, PositiveInt],
-    "timeout_min": Annotated[int, PositiveInt],
-    "max_num_timeout": Annotated[int, NonNegative],
-    "signal_delay_s": Annotated[int, NonNegative],
-    "array_parallelism": Annotated[int, PositiveInt],
-    "cpus_per_task": Annotated[int, PositiveInt] | None,
-    "gpus_per_node": Annotated[int, NonNegative] | None,
-    "gpus_per_task": Annotated[int, NonNegative] | None,
-    "cpus_per_gpu": Annotated[int, PositiveInt] | None,
-    "mem_gb": Annotated[int, Interval(1)] | None,
-}
+Count = Annotated[int, at.Ge(1)]
+Some = Annotated[int, at.Ge(0)]
+
+
+class LauncherRanges(BaseModel):
+    """The ranges of the batched launcher's numeric options (its dataclass gives the types)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+    max_batch_size: Count
+    timeout_min: Count
+    max_num_timeout: Some
+    signal_delay_s: Some
+    array_parallelism: Count
+    cpus_per_task: Count | None = None
+    gpus_per_node: Some | None = None
+    gpus_per_task: Some | None = None
+    cpus_per_gpu: Count | None = None
+    mem_gb: Count | None = None
 
 
 def refuse(message: str) -> None:
@@ -54,12 +62,10 @@ def check_output_dir(path: str | os.PathLike, key: str) -> Path:
 
 def check_launcher(options: dict) -> None:
     """The batched launcher's numeric options are in range (Hydra checked their types)."""
-    for key, annotation in LAUNCHER_RANGES.items():
-        if key in options:
-            try:
-                check_value(f"hydra.launcher.{key}", options[key], annotation)
-            except ConfigError as err:
-                refuse(f"Error: {err}.")
+    try:
+        check(LauncherRanges, options, "hydra.launcher")
+    except ConfigError as err:
+        refuse(f"Error: {err}.")
 
 
 def lock_sweep_dir(sweep_dir: Path) -> int:

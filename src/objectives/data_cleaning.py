@@ -12,22 +12,22 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import annotated_types as at
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from src.config import Fraction, Interval
 from src.objectives import Objective
 from src.objectives.datasets import load
 
 CLASSES = 10
 
 
-def make(n_train: Annotated[int, Interval(10)] = 600, n_val: Annotated[int, Interval(10)] = 500) -> Objective:
+def make(n_train: Annotated[int, at.Ge(10)] = 600, n_val: Annotated[int, at.Ge(10)] = 500) -> Objective:
     def data(
         seed: int,
-        corruption: Annotated[float, Fraction] = 0.5,
-        l2: Annotated[float, Interval(0.0)] = 1e-3,
+        corruption: Annotated[float, at.Interval(ge=0, le=1)] = 0.5,
+        l2: Annotated[float, at.Ge(0)] = 1e-3,
         theta_init: float = 0.0,
     ):
         from sklearn.model_selection import train_test_split

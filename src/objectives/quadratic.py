@@ -11,20 +11,20 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import annotated_types as at
 import jax.numpy as jnp
 import numpy as np
 
-from src.config import Interval
 from src.objectives import Objective
 
 
-def make(dim_inner: Annotated[int, Interval(1)] = 10, dim_outer: Annotated[int, Interval(1)] = 5) -> Objective:
+def make(dim_inner: Annotated[int, at.Ge(1)] = 10, dim_outer: Annotated[int, at.Ge(1)] = 5) -> Objective:
     n, m = dim_inner, dim_outer
 
     def data(
         seed: int,
-        cond: Annotated[float, Interval(1.0)] = 10.0,
-        reg: Annotated[float, Interval(0.0)] = 0.1,
+        cond: Annotated[float, at.Ge(1)] = 10.0,
+        reg: Annotated[float, at.Ge(0)] = 0.1,
         theta_init: float = 0.0,
     ):
         rng = np.random.default_rng(seed)

@@ -1,0 +1,185 @@
+"""What each part of a config accepts, checked by pydantic (strict types, ranges as
+``annotated_types`` constraints), with errors worded for a user: the key, the value and
+what is allowed (``invalid config: lr=0: a finite number > 0``).
+
+* the top level and ``wandb``: :class:`Run`, :class:`Wandb`;
+* ``linear_solver`` and ``hypergrad``: derived from the solver classes themselves
+  (:mod:`src.linsolve`, :mod:`src.hypergrad`), whose annotated fields are the options;
+* ``inner_solver``, ``optimizer`` and ``objective``: derived from the signature of the
+  factory named in ``_target_`` (an optax optimizer, a researcher's own objective): its
+  annotated parameters, or the type of their defaults, so that a new objective is
+  checked with no extra code.
+
+Defaults live in the YAML files of ``conf/``; a schema only says what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import typing
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, Literal
+
+import annotated_types as at
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+Finite = Field(allow_inf_nan=False)
+STRICT = ConfigDict(extra="forbid", strict=True, arbitrary_types_allowed=True)
+
+
+class ConfigError(ValueError):
+    """A config value that is not allowed: names the key, the value and what is allowed."""
+
+    def __init__(self, key: str, value: Any, allowed: str):
+        self.key, self.value, self.allowed = key, value, allowed
+        super().__init__(f"invalid config: {key}={value!r}: {allowed}")
+
+
+class Run(BaseModel):
+    """The top-level keys of ``conf/train.yaml`` that a run reads."""
+
+    model_config = STRICT
+    lr: Annotated[float, at.Gt(0), Finite]
+    seed: Annotated[int, at.Interval(ge=0, le=2**32 - 1)]  # a PRNG key and numpy/scikit-learn random_state
+    outer_steps: Annotated[int, at.Ge(1)]
+    precision: Literal["float32", "float64"]
+    chunk_steps: Annotated[int, at.Ge(1)] | None = None
+    reference_newton_steps: Annotated[int, at.Ge(1)] | None = None
+
+
+class Wandb(BaseModel):
+    model_config = STRICT
+    mode: Literal["offline", "online", "disabled"] = "offline"
+    project: str | None = None
+    entity: str | None = None
+    group: str | None = None
+    tags: list | None = None
+    job_type: str | None = None
+
+
+class Inner(BaseModel):
+    """The keys every inner solver has; an optax solver adds its factory's options."""
+
+    model_config = STRICT
+    name: str
+    steps: Annotated[int, at.Ge(1)] | None = None
+    lr: Annotated[float, at.Gt(0), Finite] | None = None
+    tol: Annotated[float, at.Ge(0), Finite] | None = None
+    warm_start: bool | None = None
+
+
+# ----------------------------------------------------------------------------- models
+def _simple(annotation: Any) -> bool:
+    base = typing.get_args(annotation)[0] if typing.get_origin(annotation) is Annotated else annotation
+    args = [a for a in typing.get_args(base) if a is not type(None)]
+    if args and typing.get_origin(base) is not Literal:
+        base = args[0]
+    return base in (int, float, bool, str) or typing.get_origin(base) is Literal
+
+
+def _finite(annotation: Any) -> Any:
+    """Floats are finite everywhere in a config."""
+    if annotation is float:
+        return Annotated[float, Finite]
+    if typing.get_origin(annotation) is Annotated and typing.get_args(annotation)[0] is float:
+        return Annotated[annotation, Finite]
+    return annotation
+
+
+def _optional(annotation: Any) -> Any:
+    return annotation if annotation is Any else annotation | None
+
+
+@functools.cache
+def signature_model(fns: tuple[Callable, ...], skip: tuple[str, ...] = (), **extra: Any) -> type[BaseModel]:
+    """A model of the keyword parameters of factories ``fns``: their annotations where they
+    are simple (``Annotated[int, annotated_types.Ge(1)]``), else the type of their
+    defaults; every field optional (only what a config gives is checked). ``extra``: more
+    fields, or fields that replace a parameter's."""
+    fields: dict[str, Any] = {}
+    for fn in fns:
+        try:
+            hints = typing.get_type_hints(fn, include_extras=True)
+        except Exception:  # noqa: BLE001 - annotations that do not resolve (optax's): use defaults
+            hints = {}
+        for name, p in inspect.signature(fn).parameters.items():
+            if name in skip or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                continue
+            annotation = hints.get(name, inspect.Parameter.empty)
+            if annotation is inspect.Parameter.empty or not _simple(annotation):
+                default = p.default
+                if isinstance(default, bool):
+                    annotation = bool
+                elif isinstance(default, float):
+                    annotation = float
+                elif isinstance(default, int):
+                    annotation = int
+                else:
+                    annotation = Any
+            fields[name] = (_optional(_finite(annotation)), None)
+    for name, annotation in extra.items():
+        fields[name] = (_optional(_finite(annotation)), None)
+    names = "_".join(getattr(fn, "__qualname__", "factory") for fn in fns).replace(".", "_").replace("<", "")
+    return create_model(f"Options_{names.replace('>', '')}", __config__=STRICT, **fields)
+
+
+@functools.cache
+def solver_model(cls: type) -> type[BaseModel]:
+    """A model of a solver class's options (its dataclass fields), plus its ``name``."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    fields: dict[str, Any] = {"name": (str, ...)}
+    for f in dataclasses.fields(cls):
+        fields[f.name] = (_optional(_finite(hints[f.name])), None)
+    return create_model(f"Options_{cls.__name__}", __config__=STRICT, **fields)
+
+
+# ----------------------------------------------------------------------------- checking
+def describe(info) -> str:
+    """What a field allows, in words, from its type and ``annotated_types`` constraints."""
+    base = info.annotation
+    args = [a for a in typing.get_args(base) if a is not type(None)]
+    if typing.get_origin(base) is not Literal and args and len(args) < len(typing.get_args(base)):
+        base = args[0]  # Optional[X]
+    if typing.get_origin(base) is Annotated:
+        base = typing.get_args(base)[0]
+    if typing.get_origin(base) is Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(base)))
+    bounds: dict[str, float] = {}
+    nested = [m for a in typing.get_args(info.annotation) for m in getattr(a, "__metadata__", ())]
+    metadata = [*info.metadata, *nested]
+    for m in metadata:
+        for attr in ("gt", "ge", "lt", "le"):
+            if getattr(m, attr, None) is not None:
+                bounds[attr] = getattr(m, attr)
+    if base is bool:
+        return "true or false"
+    if base is int:
+        if "ge" in bounds and "le" in bounds:
+            return f"an integer in [{bounds['ge']}, {bounds['le']}]"
+        return f"an integer >= {bounds['ge']}" if "ge" in bounds else "an integer"
+    if base is float:
+        if "ge" in bounds and "le" in bounds:
+            return f"a number in [{bounds['ge']:g}, {bounds['le']:g}]"
+        if "gt" in bounds:
+            return f"a finite number > {bounds['gt']:g}"
+        return f"a finite number >= {bounds['ge']:g}" if "ge" in bounds else "a finite number"
+    return {str: "a string", list: "a list"}.get(base, getattr(base, "__name__", str(base)))
+
+
+def check(model: type[BaseModel], given: Mapping[str, Any], prefix: str = "", what: str = "allowed") -> dict:
+    """``given`` checked (and coerced: ints where floats are asked) against ``model``; only
+    the given keys come back. A :class:`ConfigError` names the first bad key."""
+    try:
+        return model.model_validate(dict(given)).model_dump(exclude_unset=True)
+    except ValidationError as err:
+        e = err.errors()[0]
+        key = ".".join(str(part) for part in (prefix, *e["loc"]) if part != "")
+        if e["type"] == "extra_forbidden":
+            allowed = ", ".join(sorted(model.model_fields)) or "no keys"
+            raise ConfigError(key, e["input"], f"unknown key; {what}: {allowed}") from None
+        info = model.model_fields[e["loc"][0]]
+        if e["type"] == "missing":
+            raise ConfigError(key, None, f"a value is required ({describe(info)})") from None
+        raise ConfigError(key, e["input"], describe(info)) from None
