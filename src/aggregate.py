@@ -61,7 +61,7 @@ def _read_job(d: Path) -> tuple[dict | None, str]:
     """(summary, status) of a job directory: status is the summary's, ``failed`` where there
     is no summary (the job failed or never ran), ``unreadable`` where a result file is
     truncated or corrupt."""
-    from src.tracking import complete_result
+    from src.files import complete_result
 
     if not (d / "summary.json").exists():
         return None, "failed"
@@ -213,7 +213,7 @@ def pretty(table: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
 
 
 def write_tables(table: pd.DataFrame, metrics: Sequence[str], out: Path) -> None:
-    from src.tracking import atomic_write_text
+    from src.files import atomic_write_text
 
     atomic_write_text(out / "results.csv", table.to_csv(index=False))
     shown = pretty(table, metrics)

@@ -22,8 +22,8 @@ import numpy as np
 
 from src import interrupts
 from src.config import RunConfig, build_method, flatten, objective_of, unflatten
+from src.files import clear_results, config_fingerprint, provenance, write_json, write_metrics, write_params
 from src.programs import Clock, Programs, wait_ready
-from src.tracking import clear_results, config_fingerprint, provenance, write_json, write_metrics, write_params
 
 
 @dataclasses.dataclass
@@ -184,7 +184,7 @@ def run_batch(
     time of each phase."""
     import jax
 
-    from src.outer import make_run, make_stepper
+    from src.bilevel import make_run, make_stepper
 
     programs, clock = programs or Programs(), clock or Clock()
     static = jobs[0].run.static

@@ -310,9 +310,9 @@ def linear_solver_of(cfg: Mapping[str, Any]):
 def build_method(tree: Mapping[str, Any]):
     """The method object of a validated config (``RunConfig.tree``): the only place where
     the config's groups become solvers; the numerical core reads no config."""
+    from src.bilevel import NestedSolve
     from src.hypergrad import Implicit, Unrolled
     from src.inner import Exact, OptaxSolver
-    from src.outer import NestedSolve
 
     inner_cfg = tree["inner_solver"]
     if inner_cfg["name"] == "exact":

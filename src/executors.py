@@ -66,8 +66,8 @@ def make_executor(kind: str, options: dict):
 class BatchTask:
     """One batch as a submitit callable; checkpointable, so a pre-empted batch is requeued."""
 
-    def __init__(self, run_batch, entries: list, sweep_dir: Path, hydra_state: dict, resume: bool = True):
-        self.run_batch, self.entries, self.sweep_dir, self.hydra_state = run_batch, entries, sweep_dir, hydra_state
+    def __init__(self, run_sweep, entries: list, sweep_dir: Path, hydra_state: dict, resume: bool = True):
+        self.run_sweep, self.entries, self.sweep_dir, self.hydra_state = run_sweep, entries, sweep_dir, hydra_state
         self.resume = resume
 
     def __call__(self) -> list:
@@ -83,7 +83,7 @@ class BatchTask:
 
             Singleton.set_state(self.hydra_state)  # Hydra's config store and HydraConfig, as submitted
             print(f"batch of {len(self.entries)} jobs: {', '.join(Path(e[1]).name for e in self.entries)}", flush=True)
-            return self.run_batch(
+            return self.run_sweep(
                 self.entries,
                 max_batch_size=len(self.entries),
                 resume=self.resume,
@@ -96,7 +96,7 @@ class BatchTask:
         import submitit
 
         # the requeued batch always resumes: it skips the jobs this attempt completed
-        again = BatchTask(self.run_batch, self.entries, self.sweep_dir, self.hydra_state, resume=True)
+        again = BatchTask(self.run_sweep, self.entries, self.sweep_dir, self.hydra_state, resume=True)
         return submitit.helpers.DelayedSubmission(again)
 
 
@@ -105,7 +105,7 @@ def run_on_submitit(launcher, entries: list, runs: list, sweep_dir: Path, stats:
     loss (or the exception that stopped its batch), in order."""
     from hydra.core.singleton import Singleton
 
-    from src.tracking import complete_result
+    from src.files import complete_result
 
     t0 = time.perf_counter()
     sweep = plan_sweep(entries, runs, launcher.resume, launcher.max_batch_size)
@@ -113,9 +113,9 @@ def run_on_submitit(launcher, entries: list, runs: list, sweep_dir: Path, stats:
     if sweep.batches:
         executor = make_executor(launcher.executor, launcher.submitit)
         state = Singleton.get_state()
-        run_batch = launcher.task_function.run_batch
+        run_sweep = launcher.task_function.run_sweep
         tasks = [
-            BatchTask(run_batch, [entries[i] for i in m], sweep_dir, state, launcher.resume)
+            BatchTask(run_sweep, [entries[i] for i in m], sweep_dir, state, launcher.resume)
             for _, m, _ in sweep.batches
         ]
         submitted = executor.submit_array(tasks)

@@ -10,7 +10,7 @@ template's config with its own values applied by Hydra's own override code, and 
 Files are dumped with libyaml's emitter and OmegaConf's representers: byte-identical to
 ``OmegaConf.save`` (the tests compare both paths job for job).
 
-The jobs are then handed to the task function's ``run_batch`` (see ``src.sweep``), which
+The jobs are then handed to the task function's ``run_sweep`` (see ``src.sweep``), which
 validates, groups and runs them; one ``JobReturn`` per job comes back to Hydra.
 """
 
@@ -29,7 +29,7 @@ import yaml
 from hydra.core.utils import JobReturn, JobStatus, configure_log, setup_globals
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from src.tracking import atomic_write_text
+from src.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -231,9 +231,9 @@ def launch_batched(launcher, job_overrides: Sequence[Sequence[str]], initial_job
     t = time.perf_counter()
     specs = [composer.compose(initial_job_idx + i, ovs) for i, ovs in enumerate(job_overrides)]
     compose_s = time.perf_counter() - t
-    check = getattr(launcher.task_function, "validate_batch", None)
+    check = getattr(launcher.task_function, "validate_sweep", None)
     entries = [(s.task, s.output_dir, s.overrides) for s in specs]
-    # every job is checked before any job directory is written; the result goes to run_batch
+    # every job is checked before any job directory is written; the result goes to run_sweep
     t = time.perf_counter()
     validated = check(entries, overwrite=launcher.overwrite) if check is not None else None
     validate_s = time.perf_counter() - t
@@ -259,7 +259,7 @@ def launch_batched(launcher, job_overrides: Sequence[Sequence[str]], initial_job
         from src.programs import Programs
 
         launcher.programs = launcher.programs or Programs()  # kept across the launches of one multirun
-        results = launcher.task_function.run_batch(
+        results = launcher.task_function.run_sweep(
             entries,
             validated=validated,
             programs=launcher.programs,

@@ -1,6 +1,6 @@
 """Many jobs at once: validate all, skip completed ones, group by static config, run.
 
-``run_sweep`` is what the batched launcher calls (as the task function's ``run_batch``):
+``run_sweep`` is what the batched launcher calls (as the task function's ``run_sweep``):
 it gets each job's config and output directory explicitly, since Hydra's
 ``HydraConfig`` describes one job per process.
 """
@@ -25,9 +25,7 @@ from src.batching import (
     wandb_config,
 )
 from src.config import ConfigError, flatten, validate
-from src.preflight import refuse
-from src.programs import Clock, Programs
-from src.tracking import (
+from src.files import (
     complete_result,
     config_fingerprint,
     read_json,
@@ -35,6 +33,8 @@ from src.tracking import (
     stored_fingerprint,
     write_json,
 )
+from src.preflight import refuse
+from src.programs import Clock, Programs
 from src.wandb_runs import WandbWriter
 
 

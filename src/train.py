@@ -67,13 +67,13 @@ def task(cfg: DictConfig) -> float:
     return summary["final"]["outer_loss"]
 
 
-def _run_batch(entries, **kwargs) -> list:
+def _run_sweep(entries, **kwargs) -> list:
     from src.sweep import run_sweep
 
     return run_sweep(entries, **kwargs)
 
 
-def _validate_batch(entries, overwrite: bool = False) -> list:
+def _validate_sweep(entries, overwrite: bool = False) -> list:
     from src.sweep import check_job_dirs, validate_all
 
     runs = validate_all(entries)
@@ -82,8 +82,8 @@ def _validate_batch(entries, overwrite: bool = False) -> list:
 
 
 # Marks the task as batch-aware: the batched launcher hands it all the jobs of a multirun.
-task.run_batch = _run_batch
-task.validate_batch = _validate_batch
+task.run_sweep = _run_sweep
+task.validate_sweep = _validate_sweep
 hydra_main = hydra.main(version_base="1.3", config_path="../conf", config_name="train")(task)
 
 

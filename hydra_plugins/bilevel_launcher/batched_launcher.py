@@ -4,7 +4,7 @@ A thin shim: the work is in ``src.launcher`` (Hydra side: composing jobs, their
 directories and files, ``JobReturn``s) and ``src.batching`` (grouping and running).
 Hydra imports every plugin at start-up, so nothing heavy (jax) is imported here.
 
-A task function is *batch-aware* when it has a ``run_batch`` attribute (``src.train``'s
+A task function is *batch-aware* when it has a ``run_sweep`` attribute (``src.train``'s
 has); any other task runs one job after another exactly like Hydra's basic launcher.
 """
 
@@ -81,11 +81,11 @@ class BatchedLauncher(Launcher):
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        if getattr(self.task_function, "run_batch", None) is None:
+        if getattr(self.task_function, "run_sweep", None) is None:
             if self.executor != "local":
                 raise ValueError(
                     f"hydra.launcher.executor={self.executor} runs batches of a batch-aware task "
-                    "(one with a run_batch attribute, like src.train's); for any other task use "
+                    "(one with a run_sweep attribute, like src.train's); for any other task use "
                     "hydra/launcher=submitit_local or submitit_slurm (hydra-submitit-launcher)"
                 )
             from hydra._internal.core_plugins.basic_launcher import BasicLauncher
