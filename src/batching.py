@@ -10,50 +10,18 @@ unstacked, and written to each job's directory.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import functools
-import inspect
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from src import interrupts
-from src.config import RunConfig, build_method, flatten, objective_of, unflatten
-from src.files import clear_results, config_fingerprint, provenance, write_json, write_metrics, write_params
+from src.config import RunConfig, build_method, objective_of
+from src.files import clear_results
+from src.plan import Job, batch_shape, data_groups, job_data
 from src.programs import Clock, Programs, wait_ready
-
-
-@dataclasses.dataclass
-class Job:
-    run: RunConfig
-    out_dir: Path
-    overrides: Sequence[str] = ()
-    name: str = ""
-
-
-def _data_key(run: RunConfig) -> tuple[int, tuple]:
-    """What a job's data depend on: its seed and the options of ``objective.data``."""
-    params = inspect.signature(objective_of(run.static).data).parameters
-    options = tuple(sorted((k, v) for k, v in run.tree["objective"].items() if k in params and k != "seed"))
-    return run.seed, options
-
-
-def job_data(run: RunConfig) -> dict[str, np.ndarray]:
-    """Host-side data of one job (``objective.data(seed, **options)``), memoized: the jobs
-    of a sweep over learning rates x seeds build each seed's data once."""
-    seed, options = _data_key(run)
-    return _data(run.static, seed, options)
-
-
-@functools.lru_cache(maxsize=256)
-def _data(static: tuple, seed: int, options: tuple) -> dict[str, np.ndarray]:
-    data = {k: np.asarray(v) for k, v in objective_of(static).data(seed, **dict(options)).items()}
-    for v in data.values():
-        v.setflags(write=False)
-    return data
+from src.record import write_job
 
 
 def precision_context(precision: str):
@@ -93,20 +61,6 @@ def _stack(jobs: Sequence[Job], dtype) -> tuple[dict, Any]:
     data = {k: _cast(np.stack([d[k] for d in datas]), dtype) for k in datas[0]}
     seeds = jnp.asarray([j.run.seed for j in jobs], jnp.uint32)
     return {"params": params, "data": data}, jax.vmap(jax.random.key)(seeds)
-
-
-def data_groups(jobs: Sequence[Job]) -> list[list[int]]:
-    """Indices of the jobs grouped by the data they use, in first-seen order."""
-    groups: dict[tuple, list[int]] = {}
-    for i, job in enumerate(jobs):
-        groups.setdefault(_data_key(job.run), []).append(i)
-    return list(groups.values())
-
-
-def batch_shape(jobs: Sequence[Job]) -> tuple[int, int]:
-    """The smallest (datasets, jobs per dataset) grid that holds these jobs."""
-    grid = data_groups(jobs)
-    return len(grid), max(len(g) for g in grid)
 
 
 def _shared_layout(jobs: Sequence[Job], shape: tuple[int, int]) -> tuple[list[list[int]], np.ndarray]:
@@ -276,89 +230,3 @@ def _run_chunked(programs: Programs, static, stepper, dynamic, keys, chunk: int,
     metrics = jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=axis), *rows, last.metrics)
     result = wait_ready(last._replace(metrics=metrics))
     return result, compile_s, time.perf_counter() - t1
-
-
-def write_job(job: Job, result, compile_s: float, run_s: float, batch: dict, writer=None) -> dict:
-    """Write one job's metrics, params and summary (last), hand them to the wandb writer,
-    and return the summary."""
-    out = Path(job.out_dir)
-    diverged = int(result.diverged)
-    metrics = dict(result.metrics)
-    rows = len(next(iter(metrics.values())))
-    keep = rows if diverged < 0 else diverged + 1
-    columns = {"step": np.arange(keep, dtype=np.int64)}
-    columns.update({k: np.asarray(v[:keep]) for k, v in metrics.items()})
-    final = {k: v[-1].item() for k, v in columns.items()}
-    losses = columns["outer_loss"]
-    best_step = int(np.nanargmin(losses)) if np.isfinite(losses).any() else None
-    summary = {
-        "status": "completed" if diverged < 0 else "diverged",
-        "diverged_step": None if diverged < 0 else diverged,
-        "steps": int(dict(job.run.static)["outer_steps"]),
-        "rows": keep,
-        "final": final,
-        "best": {"step": best_step, "outer_loss": None if best_step is None else float(losses[best_step])},
-        "compile_s": compile_s,
-        "run_s": run_s,
-        "batch": batch,
-        "seed": job.run.seed,
-        "precision": job.run.precision,
-        "objective": job.run.tree["objective"].get("name"),
-        "maximize": list(objective_of(job.run.static).maximize),  # metrics for which higher is better
-        "overrides": list(job.overrides),
-        "config": job.run.tree,
-        "config_fingerprint": config_fingerprint(job.run.tree),
-        "provenance": provenance(),
-    }
-    try:
-        write_metrics(out, columns)
-        write_params(out, theta=result.theta, w=result.w)
-        write_json(out / "summary.json", summary)  # last: the job is complete
-    except BaseException:  # interrupted (pre-emption, Ctrl-C) or failed: leave no partial set
-        clear_results(out)
-        raise
-    if writer is not None:
-        config, job_type = wandb_config(job)
-        writer.submit(out, config, columns, summary, job_type=job_type)
-    return summary
-
-
-def wandb_config(job: Job) -> tuple[dict, str | None]:
-    """A job's wandb config (its resolved config flattened to dotted keys, and its
-    overrides) and job type (its objective's name)."""
-    config = {**flatten(job.run.tree), "overrides": " ".join(job.overrides)}
-    return config, job.run.tree["objective"].get("name")
-
-
-def group_by_static(runs: Sequence[RunConfig]) -> dict[tuple, list[int]]:
-    """Indices of runs grouped by their static config, in first-seen order."""
-    groups: dict[tuple, list[int]] = {}
-    for i, r in enumerate(runs):
-        groups.setdefault(r.static, []).append(i)
-    return groups
-
-
-def static_label(static: tuple) -> str:
-    """A short human label of a static config: its group choices."""
-    tree = unflatten(dict(static))
-    return " ".join(
-        f"{g}={tree[g].get('name', '?')}" for g in ("objective", "inner_solver", "hypergrad", "linear_solver")
-    )
-
-
-def group_labels(statics: Sequence[tuple]) -> dict[tuple, str]:
-    """A label per static config of a sweep that tells its groups apart: the config groups
-    whose option differs (``linear_solver=gmres``) and the other static keys that differ
-    (``inner_solver.steps=30``); a sweep of one group gets its group choices."""
-    statics = list(dict.fromkeys(statics))
-    if len(statics) < 2:
-        return {st: static_label(st) for st in statics}
-    flats = [dict(st) for st in statics]
-    keys = list(dict.fromkeys(k for f in flats for k in f))
-    differ = [k for k in keys if len({repr(f.get(k)) for f in flats}) > 1]
-    named = [k.split(".")[0] for k in differ if k.count(".") == 1 and k.endswith(".name")]
-    shown = [f"{k}.name" for k in named] + [k for k in differ if k.split(".")[0] not in named]
-    return {
-        st: " ".join(f"{k.removesuffix('.name')}={f.get(k)}" for k in shown)
-        for st, f in zip(statics, flats, strict=True)
-    }

@@ -11,7 +11,7 @@ Pre-emption and time limits: submitit sends USR2 ``signal_delay_s`` before the l
 pre-emption), calls :meth:`BatchTask.checkpoint` and requeues the same batch (up to
 ``max_num_timeout`` times). The rerun resumes: jobs whose ``summary.json`` says completed
 are skipped; a job interrupted while its files were being written has them removed (see
-``src.batching.write_job``), so no job directory is left with a partial set of results.
+``src.record.write_job``), so no job directory is left with a partial set of results.
 """
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ class OptaxSolver:
     ``||grad_w G|| <= tol`` (``tol=None``: exactly ``steps``, differentiable)."""
 
     optimizer: Optax
-    steps: int = static(50)
+    steps: int = static()  # no default: the YAML files of conf/inner_solver/ hold the defaults
     tol: float | None = None
     warm_start: bool = static(True)
 

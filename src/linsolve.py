@@ -7,7 +7,8 @@ maxiter)``, ``GMRES(tol, maxiter, restart)``, ``BiCGStab(tol, maxiter)``,
 through ``matvec`` (a Hessian-vector product) except by ``Direct``, which materializes
 it. Tolerances and step sizes are traced leaves (they can differ inside one vmapped
 batch); ``maxiter``, ``restart`` and ``warm_start`` (start from the previous outer
-step's solution) are static. ``symmetric_only``: the solver needs a symmetric ``H``.
+step's solution) are static. Their values have no defaults here: those live in
+``conf/linear_solver/*.yaml``. ``symmetric_only``: the solver needs a symmetric ``H``.
 
 The Krylov solvers are written here as ``lax.while_loop``s rather than taken from
 ``jax.scipy.sparse.linalg`` (which returns no iteration count) or lineax (whose
@@ -170,8 +171,8 @@ def _info(matvec: Matvec, b, x, iterations, converged, residual) -> tuple[jax.Ar
 class CG:
     """Conjugate gradients; ``H`` symmetric positive definite."""
 
-    tol: Tol = 1e-5
-    maxiter: Maxiter = static(100)
+    tol: Tol
+    maxiter: Maxiter = static()
     warm_start: bool = static(False)
     symmetric_only: ClassVar[bool] = True
 
@@ -183,9 +184,9 @@ class CG:
 class GMRES:
     """Restarted GMRES(restart); ``maxiter`` caps the Arnoldi steps."""
 
-    tol: Tol = 1e-5
-    maxiter: Maxiter = static(100)
-    restart: Annotated[int, at.Ge(1)] = static(20)
+    tol: Tol
+    maxiter: Maxiter = static()
+    restart: Annotated[int, at.Ge(1)] = static()
     warm_start: bool = static(False)
     symmetric_only: ClassVar[bool] = False
 
@@ -197,8 +198,8 @@ class GMRES:
 class BiCGStab:
     """BiCGSTAB; general ``H``, two matvecs per iteration."""
 
-    tol: Tol = 1e-5
-    maxiter: Maxiter = static(100)
+    tol: Tol
+    maxiter: Maxiter = static()
     warm_start: bool = static(False)
     symmetric_only: ClassVar[bool] = False
 
@@ -210,8 +211,8 @@ class BiCGStab:
 class Neumann:
     """``maxiter`` terms of the Neumann series with step ``step_size``."""
 
-    step_size: Annotated[float, at.Gt(0)] = 0.1
-    maxiter: Maxiter = static(50)
+    step_size: Annotated[float, at.Gt(0)]
+    maxiter: Maxiter = static()
     warm_start: bool = static(False)
     symmetric_only: ClassVar[bool] = False
 

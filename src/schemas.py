@@ -51,7 +51,7 @@ class Run(BaseModel):
 
 class Wandb(BaseModel):
     model_config = STRICT
-    mode: Literal["offline", "online", "disabled"] = "offline"
+    mode: Literal["offline", "online", "disabled"] | None = None
     project: str | None = None
     entity: str | None = None
     group: str | None = None
@@ -72,10 +72,14 @@ class Inner(BaseModel):
 
 # ----------------------------------------------------------------------------- models
 def _simple(annotation: Any) -> bool:
-    base = typing.get_args(annotation)[0] if typing.get_origin(annotation) is Annotated else annotation
-    args = [a for a in typing.get_args(base) if a is not type(None)]
-    if args and typing.get_origin(base) is not Literal:
-        base = args[0]
+    """int, float, bool, str or a Literal, possibly Annotated and/or optional."""
+    base = annotation
+    for _ in range(3):
+        if typing.get_origin(base) is Annotated:
+            base = typing.get_args(base)[0]
+        args = [a for a in typing.get_args(base) if a is not type(None)]
+        if typing.get_origin(base) is not Literal and len(args) == 1 and len(typing.get_args(base)) == 2:
+            base = args[0]
     return base in (int, float, bool, str) or typing.get_origin(base) is Literal
 
 
@@ -127,11 +131,15 @@ def signature_model(fns: tuple[Callable, ...], skip: tuple[str, ...] = (), **ext
 
 @functools.cache
 def solver_model(cls: type) -> type[BaseModel]:
-    """A model of a solver class's options (its dataclass fields), plus its ``name``."""
+    """A model of a solver class's options (its dataclass fields of simple types; those
+    without a default are required), plus its ``name``."""
     hints = typing.get_type_hints(cls, include_extras=True)
     fields: dict[str, Any] = {"name": (str, ...)}
     for f in dataclasses.fields(cls):
-        fields[f.name] = (_optional(_finite(hints[f.name])), None)
+        if not _simple(hints[f.name]):
+            continue  # a solver inside a solver (Implicit's linear solver) is a config group of its own
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        fields[f.name] = (_finite(hints[f.name]), ...) if required else (_optional(_finite(hints[f.name])), None)
     return create_model(f"Options_{cls.__name__}", __config__=STRICT, **fields)
 
 

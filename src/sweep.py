@@ -15,15 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from src import interrupts
-from src.batching import (
-    Job,
-    data_groups,
-    group_by_static,
-    group_labels,
-    job_data,
-    run_batch,
-    wandb_config,
-)
+from src.batching import run_batch
 from src.config import ConfigError, flatten, validate
 from src.files import (
     complete_result,
@@ -33,8 +25,10 @@ from src.files import (
     stored_fingerprint,
     write_json,
 )
+from src.plan import Job, group_labels, job_data, plan_batches
 from src.preflight import refuse
 from src.programs import Clock, Programs
+from src.record import wandb_config
 from src.wandb_runs import WandbWriter
 
 
@@ -112,41 +106,6 @@ def resumed(jobs: Sequence[Job], resume: bool) -> dict[int, dict]:
         if summary is not None and stored_fingerprint(summary) == config_fingerprint(job.run.tree):
             done[i] = summary
     return done
-
-
-def _tiles(rows: list[list[int]], max_batch_size: int) -> tuple[list[list[int]], tuple[int, int]]:
-    """Cut a group's jobs, given as rows of jobs that share a dataset, into batches of one
-    grid shape (D datasets x M jobs, D * M <= max_batch_size): each batch takes up to D
-    rows and up to M jobs of each. The shape makes the fewest batches (then wastes the
-    fewest padded slots); every batch is padded to it, so the group compiles once."""
-    best = None
-    for m in range(1, min(max(map(len, rows)), max_batch_size) + 1):
-        d = min(len(rows), max_batch_size // m)
-        count = sum(-(-max(map(len, rows[b : b + d])) // m) for b in range(0, len(rows), d))
-        cost = (count, count * d * m)
-        if best is None or cost < best[0]:
-            best = (cost, d, m)
-    _, d, m = best
-    tiles = []
-    for b in range(0, len(rows), d):
-        block = rows[b : b + d]
-        for k in range(-(-max(map(len, block)) // m)):
-            tiles.append([i for row in block for i in row[k * m : (k + 1) * m]])
-    return tiles, (d, m)
-
-
-def plan_batches(jobs: Sequence[Job], pending: Sequence[int], max_batch_size: int):
-    """Group pending jobs by static config and cut each group into batches of at most
-    ``max_batch_size`` jobs that share one program shape: ``(groups, [(static, job
-    indices, (datasets, jobs per dataset))])``."""
-    groups = group_by_static([jobs[i].run for i in pending])
-    batches = []
-    for static, members in groups.items():
-        members = [pending[m] for m in members]
-        rows = [[members[k] for k in row] for row in data_groups([jobs[i] for i in members])]
-        tiles, shape = _tiles(rows, max_batch_size)
-        batches.extend((static, tile, shape) for tile in tiles)
-    return groups, batches
 
 
 def run_sweep(

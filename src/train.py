@@ -26,7 +26,8 @@ class DataError(ValueError):
 
 def train(cfg: DictConfig | dict, out_dir: str | Path, overrides=()) -> dict:
     """Run one job of a composed config into ``out_dir``; returns its summary."""
-    from src.batching import Job, job_data, run_batch
+    from src.batching import run_batch
+    from src.plan import Job, job_data
     from src.programs import enable_compilation_cache
     from src.progress import step_progress
     from src.wandb_runs import WandbWriter

@@ -57,14 +57,14 @@ def _entries(tmp_path, n=4):
 def test_interrupted_batch_leaves_no_partial_results_and_resumes(tmp_path, monkeypatch):
     """A batch interrupted while writing (pre-emption) leaves complete jobs and jobs with no
     result files; the rerun skips the complete ones and ends where an uninterrupted run does."""
-    import src.batching
+    import src.record
     from src.sweep import run_sweep
 
     entries = _entries(tmp_path / "killed")
     reference = _entries(tmp_path / "reference")
     run_sweep(reference, sweep_dir=tmp_path / "reference")
     calls = {"n": 0}
-    write_params = src.batching.write_params
+    write_params = src.record.write_params
 
     def killed_on_third(*args, **kwargs):
         calls["n"] += 1
@@ -72,7 +72,7 @@ def test_interrupted_batch_leaves_no_partial_results_and_resumes(tmp_path, monke
             raise KeyboardInterrupt("pre-empted")  # what SIGTERM becomes in-process
         return write_params(*args, **kwargs)
 
-    monkeypatch.setattr(src.batching, "write_params", killed_on_third)
+    monkeypatch.setattr(src.record, "write_params", killed_on_third)
     with pytest.raises(KeyboardInterrupt):
         run_sweep(entries, sweep_dir=tmp_path / "killed")
     names = ("metrics.parquet", "params.npz", "summary.json")
@@ -81,7 +81,7 @@ def test_interrupted_batch_leaves_no_partial_results_and_resumes(tmp_path, monke
     for i in (2, 3):  # job 2 was interrupted between its metrics and its params
         assert not any((tmp_path / "killed" / str(i) / n).exists() for n in names)
 
-    monkeypatch.setattr(src.batching, "write_params", write_params)
+    monkeypatch.setattr(src.record, "write_params", write_params)
     mtime = (tmp_path / "killed" / "0" / "metrics.parquet").stat().st_mtime_ns
     run_sweep(entries, sweep_dir=tmp_path / "killed")
     summary = json.loads((tmp_path / "killed" / "sweep_summary.json").read_text())

@@ -37,6 +37,9 @@ BAD = [
     (["inner_solver._target_=optax.nothing"], "inner_solver._target_='optax.nothing'", "an importable callable"),
     (["objective._target_=numpy.zeros"], "objective._target_='numpy.zeros'", "calling it failed: TypeError"),
     (["objective._target_=src.objectives.Objective"], "objective._target_=", "returning src.objectives.Objective"),
+    (["hypergrad=unrolled", "hypergrad.truncate=0"], "hypergrad.truncate=0", "an integer >= 1"),
+    (["~linear_solver.tol"], "linear_solver.tol=None", "a value is required (a finite number >= 0)"),
+    (["inner_solver.warm_start=1"], "inner_solver.warm_start=1", "true or false"),
     (["objective._target_=math.pi"], "objective._target_='math.pi'", "an importable callable (it is a float)"),
 ]
 
@@ -173,8 +176,9 @@ def test_same_config_and_seed_give_bit_identical_metrics(tmp_path):
 
 
 def test_a_job_gives_the_same_numbers_alone_and_in_batches_of_any_size(tmp_path):
-    from src.batching import Job, run_batch
+    from src.batching import run_batch
     from src.config import validate
+    from src.plan import Job
 
     runs = [
         validate(compose("objective=quadratic", "precision=float64", "outer_steps=10", f"lr={lr}"))

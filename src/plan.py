@@ -1,0 +1,135 @@
+"""The plan stage's pieces: a job, its data, and how jobs group into programs.
+
+* :class:`Job`: a validated run and its output directory;
+* :func:`job_data`: a job's host-side data, memoized (the jobs of a sweep over learning
+  rates x seeds build each seed's data once);
+* :func:`group_by_static` / :func:`data_groups`: jobs that share a program (same static
+  config) and, inside a batch, jobs that share a dataset;
+* :func:`plan_batches`: each group cut into batches of one grid shape, so a group
+  compiles once; :func:`group_labels`: what tells the groups apart, for people.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from src.config import RunConfig, objective_of, unflatten
+
+
+@dataclasses.dataclass
+class Job:
+    run: RunConfig
+    out_dir: Path
+    overrides: Sequence[str] = ()
+    name: str = ""
+
+
+def _data_key(run: RunConfig) -> tuple[int, tuple]:
+    """What a job's data depend on: its seed and the options of ``objective.data``."""
+    params = inspect.signature(objective_of(run.static).data).parameters
+    options = tuple(sorted((k, v) for k, v in run.tree["objective"].items() if k in params and k != "seed"))
+    return run.seed, options
+
+
+def job_data(run: RunConfig) -> dict[str, np.ndarray]:
+    """Host-side data of one job (``objective.data(seed, **options)``), memoized: the jobs
+    of a sweep over learning rates x seeds build each seed's data once."""
+    seed, options = _data_key(run)
+    return _data(run.static, seed, options)
+
+
+@functools.lru_cache(maxsize=256)
+def _data(static: tuple, seed: int, options: tuple) -> dict[str, np.ndarray]:
+    data = {k: np.asarray(v) for k, v in objective_of(static).data(seed, **dict(options)).items()}
+    for v in data.values():
+        v.setflags(write=False)
+    return data
+
+
+def data_groups(jobs: Sequence[Job]) -> list[list[int]]:
+    """Indices of the jobs grouped by the data they use, in first-seen order."""
+    groups: dict[tuple, list[int]] = {}
+    for i, job in enumerate(jobs):
+        groups.setdefault(_data_key(job.run), []).append(i)
+    return list(groups.values())
+
+
+def batch_shape(jobs: Sequence[Job]) -> tuple[int, int]:
+    """The smallest (datasets, jobs per dataset) grid that holds these jobs."""
+    grid = data_groups(jobs)
+    return len(grid), max(len(g) for g in grid)
+
+
+def group_by_static(runs: Sequence[RunConfig]) -> dict[tuple, list[int]]:
+    """Indices of runs grouped by their static config, in first-seen order."""
+    groups: dict[tuple, list[int]] = {}
+    for i, r in enumerate(runs):
+        groups.setdefault(r.static, []).append(i)
+    return groups
+
+
+def static_label(static: tuple) -> str:
+    """A short human label of a static config: its group choices."""
+    tree = unflatten(dict(static))
+    return " ".join(
+        f"{g}={tree[g].get('name', '?')}" for g in ("objective", "inner_solver", "hypergrad", "linear_solver")
+    )
+
+
+def group_labels(statics: Sequence[tuple]) -> dict[tuple, str]:
+    """A label per static config of a sweep that tells its groups apart: the config groups
+    whose option differs (``linear_solver=gmres``) and the other static keys that differ
+    (``inner_solver.steps=30``); a sweep of one group gets its group choices."""
+    statics = list(dict.fromkeys(statics))
+    if len(statics) < 2:
+        return {st: static_label(st) for st in statics}
+    flats = [dict(st) for st in statics]
+    keys = list(dict.fromkeys(k for f in flats for k in f))
+    differ = [k for k in keys if len({repr(f.get(k)) for f in flats}) > 1]
+    named = [k.split(".")[0] for k in differ if k.count(".") == 1 and k.endswith(".name")]
+    shown = [f"{k}.name" for k in named] + [k for k in differ if k.split(".")[0] not in named]
+    return {
+        st: " ".join(f"{k.removesuffix('.name')}={f.get(k)}" for k in shown)
+        for st, f in zip(statics, flats, strict=True)
+    }
+
+
+def _tiles(rows: list[list[int]], max_batch_size: int) -> tuple[list[list[int]], tuple[int, int]]:
+    """Cut a group's jobs, given as rows of jobs that share a dataset, into batches of one
+    grid shape (D datasets x M jobs, D * M <= max_batch_size): each batch takes up to D
+    rows and up to M jobs of each. The shape makes the fewest batches (then wastes the
+    fewest padded slots); every batch is padded to it, so the group compiles once."""
+    best = None
+    for m in range(1, min(max(map(len, rows)), max_batch_size) + 1):
+        d = min(len(rows), max_batch_size // m)
+        count = sum(-(-max(map(len, rows[b : b + d])) // m) for b in range(0, len(rows), d))
+        cost = (count, count * d * m)
+        if best is None or cost < best[0]:
+            best = (cost, d, m)
+    _, d, m = best
+    tiles = []
+    for b in range(0, len(rows), d):
+        block = rows[b : b + d]
+        for k in range(-(-max(map(len, block)) // m)):
+            tiles.append([i for row in block for i in row[k * m : (k + 1) * m]])
+    return tiles, (d, m)
+
+
+def plan_batches(jobs: Sequence[Job], pending: Sequence[int], max_batch_size: int):
+    """Group pending jobs by static config and cut each group into batches of at most
+    ``max_batch_size`` jobs that share one program shape: ``(groups, [(static, job
+    indices, (datasets, jobs per dataset))])``."""
+    groups = group_by_static([jobs[i].run for i in pending])
+    batches = []
+    for static, members in groups.items():
+        members = [pending[m] for m in members]
+        rows = [[members[k] for k in row] for row in data_groups([jobs[i] for i in members])]
+        tiles, shape = _tiles(rows, max_batch_size)
+        batches.extend((static, tile, shape) for tile in tiles)
+    return groups, batches
