@@ -168,16 +168,32 @@ def _info(matvec: Matvec, b, x, iterations, converged, residual) -> tuple[jax.Ar
 
 
 @frozen
-class CG:
-    """Conjugate gradients; ``H`` symmetric positive definite."""
+class _Krylov:
+    """A solver stopped at ``||H x - b|| <= tol ||b||`` or ``maxiter`` iterations."""
 
     tol: Tol
     maxiter: Maxiter = static()
     warm_start: bool = static(False)
-    symmetric_only: ClassVar[bool] = True
+    algorithm: ClassVar[Callable]
 
     def solve(self, matvec: Matvec, b, x0):
-        return _info(matvec, b, *_cg(matvec, b, x0, tol=self.tol, maxiter=self.maxiter))
+        return _info(matvec, b, *type(self).algorithm(matvec, b, x0, tol=self.tol, maxiter=self.maxiter))
+
+
+@frozen
+class CG(_Krylov):
+    """Conjugate gradients; ``H`` symmetric positive definite."""
+
+    symmetric_only: ClassVar[bool] = True
+    algorithm: ClassVar[Callable] = staticmethod(_cg)
+
+
+@frozen
+class BiCGStab(_Krylov):
+    """BiCGSTAB; general ``H``, two matvecs per iteration."""
+
+    symmetric_only: ClassVar[bool] = False
+    algorithm: ClassVar[Callable] = staticmethod(_bicgstab)
 
 
 @frozen
@@ -192,19 +208,6 @@ class GMRES:
 
     def solve(self, matvec: Matvec, b, x0):
         return _info(matvec, b, *_gmres(matvec, b, x0, tol=self.tol, maxiter=self.maxiter, restart=self.restart))
-
-
-@frozen
-class BiCGStab:
-    """BiCGSTAB; general ``H``, two matvecs per iteration."""
-
-    tol: Tol
-    maxiter: Maxiter = static()
-    warm_start: bool = static(False)
-    symmetric_only: ClassVar[bool] = False
-
-    def solve(self, matvec: Matvec, b, x0):
-        return _info(matvec, b, *_bicgstab(matvec, b, x0, tol=self.tol, maxiter=self.maxiter))
 
 
 @frozen
@@ -232,11 +235,8 @@ class Direct:
 
 
 @frozen
-class Identity:
+class Identity(Direct):
     """``H`` replaced by the identity (the Jacobian-free approximation)."""
-
-    warm_start: ClassVar[bool] = False
-    symmetric_only: ClassVar[bool] = False
 
     def solve(self, matvec: Matvec, b, x0):
         return _info(matvec, b, *_identity(matvec, b, x0))

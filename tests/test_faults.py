@@ -72,8 +72,11 @@ def test_ctrl_c_ends_in_seconds_with_a_short_report_and_nothing_left_behind(tmp_
     assert summary["interrupted"] is True and summary["completed"] + summary["diverged"] == len(completed)
     assert summary["not_run"] == 12 - len(completed) > 0
     for job in (p for p in out.iterdir() if p.is_dir() and p.name.isdigit()):
-        has_run = bool(list(job.glob("wandb/offline-run-*")))
-        assert has_run == (job.name in completed), job.name  # unfinished jobs' runs are removed
+        runs = list(job.glob("wandb/offline-run-*"))
+        if job.name not in completed:
+            assert not runs, job.name  # unfinished jobs' runs are removed
+        else:  # a completed job's run is whole, or (not written within the clean-up's 5 s) removed
+            assert all(list(run.glob("*.wandb")) for run in runs), job.name
         if job.name in completed:  # complete files: all rows up to the last step or the divergence
             rows = json.loads((job / "summary.json").read_text())["rows"]
             assert len(pd.read_parquet(job / "metrics.parquet")) == rows
