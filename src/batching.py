@@ -56,11 +56,11 @@ def _stack(jobs: Sequence[Job], dtype) -> tuple[dict, Any]:
     import jax
     import jax.numpy as jnp
 
-    params = _stack_methods([[j.run for j in jobs]], dtype, lambda x: x[0])
+    method = _stack_methods([[j.run for j in jobs]], dtype, lambda x: x[0])
     datas = [job_data(j.run) for j in jobs]
     data = {k: _cast(np.stack([d[k] for d in datas]), dtype) for k in datas[0]}
     seeds = jnp.asarray([j.run.seed for j in jobs], jnp.uint32)
-    return {"params": params, "data": data}, jax.vmap(jax.random.key)(seeds)
+    return {"method": method, "data": data}, jax.vmap(jax.random.key)(seeds)
 
 
 def _shared_layout(jobs: Sequence[Job], shape: tuple[int, int]) -> tuple[list[list[int]], np.ndarray]:
@@ -79,15 +79,15 @@ def _shared_layout(jobs: Sequence[Job], shape: tuple[int, int]) -> tuple[list[li
 
 
 def _stack_shared(jobs: Sequence[Job], grid: list[list[int]], dtype) -> tuple[dict, Any]:
-    """Shared layout: params and keys are (datasets, M); each dataset's data is stored once."""
+    """Shared layout: the method's leaves and the keys are (datasets, M); each dataset's data is stored once."""
     import jax
     import jax.numpy as jnp
 
-    params = _stack_methods([[jobs[i].run for i in row] for row in grid], dtype)
+    method = _stack_methods([[jobs[i].run for i in row] for row in grid], dtype)
     datas = [job_data(jobs[row[0]].run) for row in grid]
     data = {k: _cast(np.stack([d[k] for d in datas]), dtype) for k in datas[0]}
     seeds = jnp.asarray([[jobs[i].run.seed for i in row] for row in grid], jnp.uint32)
-    return {"params": params, "data": data}, jax.vmap(jax.vmap(jax.random.key))(seeds)
+    return {"method": method, "data": data}, jax.vmap(jax.vmap(jax.random.key))(seeds)
 
 
 def _vmap_shared(fn: Callable, dynamic_pos: int) -> Callable:
@@ -96,7 +96,7 @@ def _vmap_shared(fn: Callable, dynamic_pos: int) -> Callable:
     import jax
 
     inner_axes = [0, 0]
-    inner_axes[dynamic_pos] = {"params": 0, "data": None}
+    inner_axes[dynamic_pos] = {"method": 0, "data": None}
     return jax.vmap(jax.vmap(fn, in_axes=tuple(inner_axes)))
 
 
@@ -132,7 +132,7 @@ def run_batch(
 
     The batch is laid out on a grid of ``shape`` = (datasets, jobs per dataset), padded,
     so that every batch of a group has one shape and the group compiles once (see
-    ``src.sweep.plan_batches``); with several devices it is laid out flat, padded to as
+    ``src.plan.plan_batches``); with several devices it is laid out flat, padded to as
     many members and to a multiple of the device count, and sharded over them.
     ``programs`` holds the compiled programs (reused across batches), ``clock`` gets the
     time of each phase."""
@@ -167,7 +167,7 @@ def run_batch(
         steps = stepper.steps
         if not chunk or chunk >= steps:
             run = make_run(*core)
-            fn = vmap(lambda d, key: run(d["params"], d["data"], key), 0)
+            fn = vmap(lambda d, key: run(d["method"], d["data"], key), 0)
             compiled, compile_s = programs.get("run", static, fn, dynamic, keys)
             t1 = time.perf_counter()
             result = wait_ready(compiled(dynamic, keys))
@@ -194,11 +194,11 @@ def run_batch(
 
 
 def _on_dynamic(stepper):
-    """A stepper whose functions take the batch's ``{"params": method, "data": data}``."""
+    """A stepper whose functions take the batch's ``{"method": method, "data": data}``."""
     return stepper._replace(
-        init=lambda d, key: stepper.init(d["params"], d["data"], key),
-        advance=lambda c, d, n: stepper.advance(c, d["params"], d["data"], n),
-        finish=lambda c, d: stepper.finish(c, d["params"], d["data"]),
+        init=lambda d, key: stepper.init(d["method"], d["data"], key),
+        advance=lambda c, d, n: stepper.advance(c, d["method"], d["data"], n),
+        finish=lambda c, d: stepper.finish(c, d["method"], d["data"]),
     )
 
 
