@@ -54,16 +54,10 @@ def _hypergrad_methods() -> dict[str, type]:
 
 
 def _checked(model, node: Mapping[str, Any], prefix: str) -> dict:
-    """``check`` with the factory path (``_target_``) passed through and listed as allowed."""
-    given = {k: v for k, v in node.items() if k not in PASSTHROUGH}
-    try:
-        out = check(model, given, prefix)
-    except ConfigError as err:
-        if "unknown key; allowed: " in err.allowed and any(k in node for k in PASSTHROUGH):
-            names = sorted([*PASSTHROUGH, *err.allowed.split("allowed: ", 1)[1].split(", ")])
-            raise ConfigError(err.key, err.value, "unknown key; allowed: " + ", ".join(names)) from None
-        raise
-    return {**{k: node[k] for k in PASSTHROUGH if k in node}, **out}
+    """``check`` with the factory path (``_target_``, checked by importing it) passed through."""
+    passed = {k: node[k] for k in PASSTHROUGH if k in node}
+    out = check(model, {k: v for k, v in node.items() if k not in passed}, prefix, also=tuple(passed))
+    return {**passed, **out}
 
 
 @functools.cache

@@ -176,17 +176,18 @@ def describe(info) -> str:
     return {str: "a string", list: "a list"}.get(base, getattr(base, "__name__", str(base)))
 
 
-def check(model: type[BaseModel], given: Mapping[str, Any], prefix: str = "", what: str = "allowed") -> dict:
+def check(model: type[BaseModel], given: Mapping[str, Any], prefix: str = "", also: tuple[str, ...] = ()) -> dict:
     """``given`` checked (and coerced: ints where floats are asked) against ``model``; only
-    the given keys come back. A :class:`ConfigError` names the first bad key."""
+    the given keys come back. A :class:`ConfigError` names the first bad key; ``also``:
+    keys allowed beside the model's (checked elsewhere), listed with them."""
     try:
         return model.model_validate(dict(given)).model_dump(exclude_unset=True)
     except ValidationError as err:
         e = err.errors()[0]
         key = ".".join(str(part) for part in (prefix, *e["loc"]) if part != "")
         if e["type"] == "extra_forbidden":
-            allowed = ", ".join(sorted(model.model_fields)) or "no keys"
-            raise ConfigError(key, e["input"], f"unknown key; {what}: {allowed}") from None
+            allowed = ", ".join(sorted([*model.model_fields, *also])) or "no keys"
+            raise ConfigError(key, e["input"], f"unknown key; allowed: {allowed}") from None
         info = model.model_fields[e["loc"][0]]
         if e["type"] == "missing":
             raise ConfigError(key, None, f"a value is required ({describe(info)})") from None
