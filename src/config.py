@@ -114,6 +114,14 @@ class RunConfig(NamedTuple):
     def precision(self) -> str:
         return self.tree["precision"]
 
+    @property
+    def fingerprint(self) -> str:
+        """What a job's stored results must match to be trusted (``summary.json``'s
+        ``config_fingerprint``)."""
+        from src.files import config_fingerprint
+
+        return config_fingerprint(self.tree)
+
 
 META_KEYS = ("wandb", "study", "hydra")
 
@@ -266,7 +274,7 @@ def check_compatible(tree: dict, objective) -> None:
                 "a fixed-step solver (gd, adam, ...) with hypergrad=unrolled: lbfgs's line search is a "
                 "lax.while_loop, which reverse mode cannot differentiate",
             )
-    if hg["name"] == "implicit" and linear_solver_of(lin).symmetric_only and not objective.symmetric:
+    if hg["name"] == "implicit" and _linear_solvers()[lin["name"]].symmetric_only and not objective.symmetric:
         raise ConfigError(
             "linear_solver",
             lin["name"],

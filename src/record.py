@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from src.config import flatten, objective_of
-from src.files import clear_results, config_fingerprint, provenance, write_json, write_metrics, write_params
+from src.files import clear_results, provenance, write_json, write_metrics, write_params
 from src.plan import Job
 
 
@@ -40,7 +40,7 @@ def write_job(job: Job, result, compile_s: float, run_s: float, batch: dict, wri
         "maximize": list(objective_of(job.run.static).maximize),  # metrics for which higher is better
         "overrides": list(job.overrides),
         "config": job.run.tree,
-        "config_fingerprint": config_fingerprint(job.run.tree),
+        "config_fingerprint": job.run.fingerprint,
         "provenance": provenance(),
     }
     try:

@@ -19,7 +19,6 @@ from src.batching import run_batch
 from src.config import ConfigError, flatten, validate
 from src.files import (
     complete_result,
-    config_fingerprint,
     read_json,
     read_summary,
     stored_fingerprint,
@@ -82,7 +81,7 @@ def check_job_dirs(entries, runs, overwrite: bool = False) -> None:
     for (_, out_dir, _), run in zip(entries, runs, strict=True):
         stored = read_summary(out_dir)
         if isinstance(stored, dict) and stored.get("config") is not None:
-            if stored_fingerprint(stored) != config_fingerprint(run.tree):
+            if stored_fingerprint(stored) != run.fingerprint:
                 conflicts.append(f"job {Path(out_dir).name}: {_differences(stored['config'], run.tree)}")
     if conflicts:
         sweep_dir = Path(entries[0][1]).parent
@@ -103,7 +102,7 @@ def resumed(jobs: Sequence[Job], resume: bool) -> dict[int, dict]:
     done = {}
     for i, job in enumerate(jobs if resume else ()):
         summary = complete_result(job.out_dir)
-        if summary is not None and stored_fingerprint(summary) == config_fingerprint(job.run.tree):
+        if summary is not None and stored_fingerprint(summary) == job.run.fingerprint:
             done[i] = summary
     return done
 
