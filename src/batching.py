@@ -162,7 +162,12 @@ def run_batch(
                 dynamic, keys = _shard(_pad((dynamic, keys), len(jobs), target))
                 vmap = lambda fn, dynamic_pos: jax.vmap(fn)
         tree = jobs[0].run.tree
-        core = (objective_of(static), int(tree["outer_steps"]), tree.get("reference_newton_steps"))
+        core = (
+            objective_of(static),
+            int(tree["outer_steps"]),
+            tree.get("reference_newton_steps"),
+            int(tree.get("eval_every", 1)),
+        )
         stepper = _on_dynamic(make_stepper(*core))
         steps = stepper.steps
         if not chunk or chunk >= steps:
@@ -197,7 +202,7 @@ def _on_dynamic(stepper):
     """A stepper whose functions take the batch's ``{"method": method, "data": data}``."""
     return stepper._replace(
         init=lambda d, key: stepper.init(d["method"], d["data"], key),
-        advance=lambda c, d, n: stepper.advance(c, d["method"], d["data"], n),
+        advance=lambda c, d, n, offset=0: stepper.advance(c, d["method"], d["data"], n, offset),
         finish=lambda c, d: stepper.finish(c, d["method"], d["data"]),
     )
 
@@ -210,17 +215,19 @@ def _run_chunked(programs: Programs, static, stepper, dynamic, keys, chunk: int,
     init, compile_s = programs.get("init", static, vmap(stepper.init, 0), dynamic, keys)
     carry = init(dynamic, keys)
     sizes = [chunk] * (stepper.steps // chunk) + ([stepper.steps % chunk] if stepper.steps % chunk else [])
+    # a chunk's program depends on its length and where in it the evaluations fall
+    shapes = [(n, (i * chunk) % stepper.eval_every) for i, n in enumerate(sizes)]
     advance = {}
-    for n in sorted(set(sizes)):
-        fn = vmap(lambda c, d, n=n: stepper.advance(c, d, n), 1)
-        advance[n], seconds = programs.get(f"advance{n}", static, fn, carry, dynamic)
+    for n, phase in sorted(set(shapes)):
+        fn = vmap(lambda c, d, n=n, phase=phase: stepper.advance(c, d, n, phase), 1)
+        advance[n, phase], seconds = programs.get(f"advance{n}@{phase}", static, fn, carry, dynamic)
         compile_s += seconds
     finish, seconds = programs.get("finish", static, vmap(stepper.finish, 1), carry, dynamic)
     compile_s += seconds
     t1 = time.perf_counter()
     rows = []
-    for n in sizes:
-        carry, chunk_rows = advance[n](carry, dynamic)
+    for n, phase in shapes:
+        carry, chunk_rows = advance[n, phase](carry, dynamic)
         rows.append(wait_ready(chunk_rows))
         interrupts.check()  # a stop whose exception was dropped: no further chunk
         if on_steps:

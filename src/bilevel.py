@@ -6,16 +6,20 @@ program. Its protocol is a step function over a state:
 
 * ``init(objective, data, key) -> state`` (a NamedTuple with ``theta``);
 * ``evaluate(objective, state, data) -> Hypergrad``: the inner solution and the
-  hypergradient at ``state.theta`` (with their diagnostics);
-* ``update(state, evaluation, data) -> state``: one step of the algorithm.
+  hypergradient at ``state.theta`` (with their diagnostics and the oracle work they cost);
+* ``update(objective, state, evaluation, data) -> state``: one step of the algorithm;
+* ``adjoint(evaluation)``: its estimate of ``v* = -H^{-1} d_w F``, or None;
+* optionally ``init_work(objective, data)``: the work ``init`` did.
 
 :class:`NestedSolve` is "solve the inner problem, solve the implicit system (or unroll),
-take an optimizer step on theta". A method that moves the inner variable, the linear
-system's variable and theta together in one step (a single-loop stochastic method) is
-one more implementation of the same three functions.
+take an optimizer step on theta". The single-loop stochastic methods of
+:mod:`src.stochastic` (SOBA, SABA, ...), which move the inner variable, the linear
+system's variable and theta together on minibatches, are more implementations of the
+same functions.
 
 Row ``t`` of the returned metrics describes ``theta_t``: the inner solution there (warm
-started from the previous one), the losses, metrics and hypergradient at it. Rows
+started from the previous one), the losses, metrics and hypergradient at it, and the
+oracle calls spent before it (rows between evaluations: see :func:`make_stepper`). Rows
 ``0 ... T-1`` are followed by an update; row ``T`` is ``theta_T``, evaluated the same
 way, its hypergradient reported and not applied. A row whose loss, hypergradient or
 variables are not finite marks the run diverged at that step: from there on nothing is
@@ -36,10 +40,12 @@ import jax.numpy as jnp
 import optax
 from jax.flatten_util import ravel_pytree
 
-from src.frozen import frozen
-from src.hypergrad import Hypergrad, HypergradMethod, exact_hypergrad, newton_reference
+from src.frozen import frozen, static
+from src.hypergrad import Hypergrad, HypergradMethod, Implicit
 from src.inner import InnerSolver, Optax
 from src.objectives import Objective
+from src.reference import reference
+from src.sampling import Work, full_batch_work
 
 
 class State(NamedTuple):
@@ -54,11 +60,13 @@ class State(NamedTuple):
 @frozen
 class NestedSolve:
     """Solve the inner problem with ``inner``, take the hypergradient with ``hypergrad``,
-    one step of ``optimizer`` on theta."""
+    one step of ``optimizer`` on theta. Full batch; ``batch_size`` only sets the unit in
+    which its oracle calls are counted (a full-batch call is ``n / batch_size`` calls)."""
 
     inner: InnerSolver
     hypergrad: HypergradMethod
     optimizer: Optax
+    batch_size: int | None = static(None)
 
     def init(self, objective: Objective, data, key) -> State:
         del key  # every source of randomness is in the data; the key is for stochastic methods
@@ -67,18 +75,28 @@ class NestedSolve:
         return State(theta0, w0, self.optimizer.transformation().init(theta0), u0)
 
     def evaluate(self, objective: Objective, state: State, data) -> Hypergrad:
-        return self.hypergrad(objective, self.inner, state.theta, state.w, state.u, data)
+        r = self.hypergrad(objective, self.inner, state.theta, state.w, state.u, data)
+        implicit = isinstance(self.hypergrad, Implicit)
+        # grad_w G per inner iteration (reverse mode through them for unrolled), H u per
+        # linear-solver iteration and one cross product; one gradient of F
+        calls = r.inner.iterations + (r.linsolve.iterations + 1 if implicit else r.inner.iterations)
+        return r._replace(work=full_batch_work(objective, data, self.batch_size, calls, 1))
 
-    def update(self, state: State, evaluation: Hypergrad, data) -> State:
+    def update(self, objective: Objective, state: State, evaluation: Hypergrad, data) -> State:
         updates, opt_state = self.optimizer.transformation().update(evaluation.grad, state.opt_state, state.theta)
         w_next = evaluation.w if self.inner.warm_start else data["w0"]
         return State(optax.apply_updates(state.theta, updates), w_next, opt_state, evaluation.u)
+
+    def adjoint(self, evaluation: Hypergrad):
+        """``v = -u`` (the implicit system's solution), where there is one."""
+        return -evaluation.u if isinstance(self.hypergrad, Implicit) else None
 
 
 class Carry(NamedTuple):
     state: Any  # the method's state
     diverged: Any  # int32 step at which the run diverged, -1 while it has not
     t: Any  # int32 index of the row the next evaluation produces
+    work: Work  # oracle calls and samples spent before row t
 
 
 class Result(NamedTuple):
@@ -90,9 +108,10 @@ class Result(NamedTuple):
 
 class Stepper(NamedTuple):
     init: Callable  # (method, data, key) -> Carry
-    advance: Callable  # (carry, method, data, n) -> (carry, metrics of n rows); n static
+    advance: Callable  # (carry, method, data, n, offset=0) -> (carry, metrics of n rows); n, offset static
     finish: Callable  # (carry, method, data) -> Result with the last row only
     steps: int
+    eval_every: int = 1
 
 
 def _finite(tree) -> jax.Array:
@@ -100,65 +119,137 @@ def _finite(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
 
 
-@functools.lru_cache(maxsize=256)
-def make_stepper(objective: Objective, steps: int, newton_steps: int | None = None) -> Stepper:
-    """The loop of ``steps`` outer steps on ``objective``; ``newton_steps``: where the
-    objective has no closed form, the reference hypergradient for ``hypergrad_error``
-    (Newton steps from the inner solution, then a direct solve)."""
+def _freeze(keep, moved, state):
+    """``moved`` where ``keep``, else ``state``: a diverged run stops moving. A state's
+    ``memory`` (SABA's tables of past gradients) is exempt: selecting it would copy the
+    tables every step, and nothing is read from it once the iterates are frozen."""
+    if hasattr(state, "memory") and state.memory is not None:
+        frozen_part = _freeze(keep, moved._replace(memory=None), state._replace(memory=None))
+        return frozen_part._replace(memory=moved.memory)
+    return jax.tree.map(lambda a, b: jnp.where(keep, a, b), moved, state)
 
-    def evaluate(method, carry: Carry, data):
+
+def _sq_norm(a, b) -> jax.Array:
+    return jnp.sum((ravel_pytree(a)[0] - ravel_pytree(b)[0]) ** 2)
+
+
+@functools.lru_cache(maxsize=256)
+def make_stepper(objective: Objective, steps: int, newton_steps: int | None = None, eval_every: int = 1) -> Stepper:
+    """The loop of ``steps`` outer steps on ``objective``.
+
+    Every row has the step's own figures (the hypergradient's norm, the solvers'
+    diagnostics, cumulative oracle calls); rows ``0, eval_every, 2 eval_every, ...`` and
+    the last also have the *evaluation* columns, which cost full-batch passes: the losses,
+    the objective's metrics and, where a reference exists (:mod:`src.reference`; a closed
+    form, or ``newton_steps`` Newton steps), ``hypergrad_error``, ``grad_h_sq`` =
+    ||grad h(theta_t)||^2, ``h_value`` = h(theta_t), ``inner_gap_sq`` = ||w_t - w*||^2 and,
+    for methods with a linear-system variable, ``v_gap_sq`` = ||v_t - v*||^2. Between
+    evaluations these columns are NaN."""
+
+    def evaluation(method, r, theta, data) -> dict:
+        out = {
+            "outer_loss": objective.outer_loss(r.w, theta, data),
+            "inner_loss": objective.inner_loss(r.w, theta, data),
+        }
+        ref = reference(objective, theta, r.w, data, newton_steps)
+        if ref is not None:
+            err = optax.tree.norm(jax.tree.map(jnp.subtract, r.grad, ref.grad))
+            out["hypergrad_error"] = err / jnp.maximum(optax.tree.norm(ref.grad), jnp.finfo(err.dtype).tiny)
+            out["grad_h_sq"] = optax.tree.norm(ref.grad, squared=True)
+            out["h_value"] = ref.value
+            out["inner_gap_sq"] = _sq_norm(r.w, ref.w)
+            v = method.adjoint(r)
+            if v is not None:
+                out["v_gap_sq"] = _sq_norm(v, ref.v)
+        if objective.metrics is not None:
+            out.update(objective.metrics(r.w, theta, data))
+        dtype = jnp.result_type(float)
+        return {k: jnp.asarray(v, dtype) for k, v in out.items()}
+
+    def evaluate(method, carry: Carry, data, full: bool):
         r = method.evaluate(objective, carry.state, data)
         theta = carry.state.theta
-        outer = objective.outer_loss(r.w, theta, data)
         row = {
-            "outer_loss": outer,
-            "inner_loss": objective.inner_loss(r.w, theta, data),
             "hypergrad_norm": optax.tree.norm(r.grad),
             "inner_grad_norm": r.inner.grad_norm,
             "inner_iterations": r.inner.iterations,
             "linsolve_residual": r.linsolve.residual,
             "linsolve_iterations": r.linsolve.iterations,
             "linsolve_converged": r.linsolve.converged,
+            **carry.work._asdict(),
         }
-        exact = None
-        if objective.inner_solution is not None:
-            exact = exact_hypergrad(objective, theta, data)
-        elif newton_steps:
-            exact = newton_reference(objective, theta, r.w, data, newton_steps)
-        if exact is not None:
-            err = optax.tree.norm(jax.tree.map(jnp.subtract, r.grad, exact))
-            row["hypergrad_error"] = err / jnp.maximum(optax.tree.norm(exact), jnp.finfo(err.dtype).tiny)
-        if objective.metrics is not None:
-            row.update(objective.metrics(r.w, theta, data))
-        finite = _finite((outer, r.grad, r.w, theta))
-        diverged = jnp.where((carry.diverged < 0) & ~finite, carry.t, carry.diverged)
+        if full:
+            columns = evaluation(method, r, theta, data)
+        else:  # the same columns, NaN: the rows between evaluations
+            shapes = jax.eval_shape(lambda r, theta, data: evaluation(method, r, theta, data), r, theta, data)
+            columns = {k: jnp.full(s.shape, jnp.nan, s.dtype) for k, s in shapes.items()}
+        row.update(columns)
+        checked = (r.grad, r.w, theta, columns["outer_loss"]) if full else (r.grad, r.w, theta)
+        diverged = jnp.where((carry.diverged < 0) & ~_finite(checked), carry.t, carry.diverged)
         return r, row, diverged
 
     def init(method, data, key) -> Carry:
         i32 = lambda x: jnp.asarray(x, jnp.int32)
-        return Carry(method.init(objective, data, key), i32(-1), i32(0))
+        work = method.init_work(objective, data) if hasattr(method, "init_work") else Work.zero()
+        return Carry(method.init(objective, data, key), i32(-1), i32(0), work)
 
-    def advance(carry: Carry, method, data, n: int):
-        def body(c: Carry, _):
-            r, row, diverged = evaluate(method, c, data)
-            moved = method.update(c.state, r, data)
-            keep = diverged < 0
-            state = jax.tree.map(lambda a, b: jnp.where(keep, a, b), moved, c.state)
-            return Carry(state, diverged, c.t + 1), row
+    def step(method, data, c: Carry, full: bool):
+        r, row, diverged = evaluate(method, c, data, full)
+        moved = method.update(objective, c.state, r, data)
+        state = _freeze(diverged < 0, moved, c.state)
+        work = jax.tree.map(lambda a, b: jnp.where(diverged < 0, a + b, a), c.work, r.work)
+        return Carry(state, diverged, c.t + 1, work), row
 
-        return jax.lax.scan(body, carry, None, length=n)
+    def advance(carry: Carry, method, data, n: int, offset: int = 0):
+        """``n`` steps from row ``offset`` (static: it places the evaluations)."""
+        plain = lambda c, _: step(method, data, c, False)
+        stack = lambda row: jax.tree.map(lambda x: x[None], row)
+        segments = []
+
+        def run(c, length, first_full):
+            if length == 0:
+                return c
+            if first_full:
+                c, row = step(method, data, c, True)
+                segments.append(stack(row))
+                length -= 1
+            if length:
+                c, rows = jax.lax.scan(plain, c, None, length=length)
+                segments.append(rows)
+            return c
+
+        lead = min((-offset) % eval_every, n)
+        carry = run(carry, lead, False)
+        blocks, tail = divmod(n - lead, eval_every)
+        if blocks:
+
+            def block(c, _):
+                inner: list = []
+                c, row = step(method, data, c, True)
+                inner.append(stack(row))
+                if eval_every > 1:
+                    c, rows = jax.lax.scan(plain, c, None, length=eval_every - 1)
+                    inner.append(rows)
+                return c, jax.tree.map(lambda *xs: jnp.concatenate(xs), *inner)
+
+            carry, rows = jax.lax.scan(block, carry, None, length=blocks)
+            segments.append(jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), rows))
+        carry = run(carry, tail, True)
+        return carry, jax.tree.map(lambda *xs: jnp.concatenate(xs), *segments)
 
     def finish(carry: Carry, method, data) -> Result:
-        r, row, diverged = evaluate(method, carry, data)
+        r, row, diverged = evaluate(method, carry, data, True)
         row = jax.tree.map(lambda x: jnp.asarray(x)[None], row)
         return Result(row, carry.state.theta, r.w, diverged)
 
-    return Stepper(init, advance, finish, steps)
+    return Stepper(init, advance, finish, steps, eval_every)
 
 
-def make_run(objective: Objective, steps: int, newton_steps: int | None = None) -> Callable[..., Result]:
+def make_run(
+    objective: Objective, steps: int, newton_steps: int | None = None, eval_every: int = 1
+) -> Callable[..., Result]:
     """The pure, jit- and vmap-able bilevel run: ``run(method, data, key) -> Result``."""
-    stepper = make_stepper(objective, steps, newton_steps)
+    stepper = make_stepper(objective, steps, newton_steps, eval_every)
 
     def run(method, data, key) -> Result:
         carry, rows = stepper.advance(stepper.init(method, data, key), method, data, stepper.steps)

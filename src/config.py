@@ -28,9 +28,19 @@ import annotated_types as at
 from src.schemas import ConfigError as ConfigError  # noqa: PLC0414 - re-exported: callers catch it from here
 from src.schemas import Finite, Inner, Run, Wandb, check, signature_model, solver_model
 
-RUN_KEYS = ("lr", "seed", "outer_steps", "precision", "chunk_steps", "reference_newton_steps")
+RUN_KEYS = (
+    "lr",
+    "seed",
+    "outer_steps",
+    "precision",
+    "chunk_steps",
+    "reference_newton_steps",
+    "batch_size",
+    "eval_every",
+)
+NESTED_ONLY = ("lr", "inner_solver", "linear_solver", "hypergrad", "optimizer")  # unused by single-loop methods
 GROUPS = ("objective", "inner_solver", "linear_solver", "hypergrad", "optimizer")
-META_KEYS = ("wandb", "study", "hydra")
+META_KEYS = ("wandb", "study", "hydra", "method")  # method: a preset; a single-loop method's node
 PASSTHROUGH = ("_target_",)  # a factory's import path: checked by importing it
 
 
@@ -45,6 +55,28 @@ def _linear_solvers() -> dict[str, type]:
         "direct": linsolve.Direct,
         "identity": linsolve.Identity,
     }
+
+
+def _stochastic_methods() -> dict[str, type]:
+    from src.stochastic import METHODS
+
+    return METHODS
+
+
+@functools.cache
+def stochastic_model(cls: type):
+    """The options of a single-loop method: its schedule's and its own (not ``batch_size``,
+    a top-level key)."""
+    from pydantic import create_model
+
+    from src.schemas import STRICT
+    from src.stochastic import Schedule
+
+    fields = {**solver_model(Schedule).model_fields, **solver_model(cls).model_fields}
+    fields.pop("batch_size")
+    return create_model(
+        f"Options_{cls.__name__}", __config__=STRICT, **{k: (f.annotation, f) for k, f in fields.items()}
+    )
 
 
 def _hypergrad_methods() -> dict[str, type]:
@@ -123,9 +155,6 @@ class RunConfig(NamedTuple):
         return config_fingerprint(self.tree)
 
 
-META_KEYS = ("wandb", "study", "hydra")
-
-
 def _group(cfg: Mapping, name: str) -> dict:
     node = cfg.get(name)
     if not isinstance(node, Mapping):
@@ -202,15 +231,25 @@ def validate(cfg: Mapping) -> RunConfig:
         if key not in allowed:
             raise ConfigError(key, value, f"unknown key; allowed top-level keys: {', '.join(sorted(allowed))}")
     tree: dict[str, Any] = check(Run, {k: cfg[k] for k in RUN_KEYS if k in cfg})
-    tree.setdefault("chunk_steps", None)
-    tree.setdefault("reference_newton_steps", None)
-    tree["inner_solver"] = _check_inner(_group(cfg, "inner_solver"))
-    for group, classes in (("linear_solver", _linear_solvers()), ("hypergrad", _hypergrad_methods())):
-        node = _group(cfg, group)
-        if node.get("name") not in classes:
-            raise ConfigError(f"{group}.name", node.get("name"), f"one of {', '.join(classes)}")
-        tree[group] = check(solver_model(classes[node["name"]]), node, group)
-    tree["optimizer"] = _check_optimizer(_group(cfg, "optimizer"))
+    for key in ("chunk_steps", "reference_newton_steps", "batch_size"):
+        tree.setdefault(key, None)
+    tree.setdefault("eval_every", 1)
+    single_loop = cfg.get("method") is not None
+    if single_loop:  # method=soba|saba|...: its own node; the nested groups are not used
+        node = _group(cfg, "method")
+        methods = _stochastic_methods()
+        if node.get("name") not in methods:
+            raise ConfigError("method.name", node.get("name"), f"one of {', '.join(methods)}")
+        tree["method"] = check(stochastic_model(methods[node["name"]]), node, "method")
+        del tree["lr"]
+    else:
+        tree["inner_solver"] = _check_inner(_group(cfg, "inner_solver"))
+        for group, classes in (("linear_solver", _linear_solvers()), ("hypergrad", _hypergrad_methods())):
+            node = _group(cfg, group)
+            if node.get("name") not in classes:
+                raise ConfigError(f"{group}.name", node.get("name"), f"one of {', '.join(classes)}")
+            tree[group] = check(solver_model(classes[node["name"]]), node, group)
+        tree["optimizer"] = _check_optimizer(_group(cfg, "optimizer"))
     tree["objective"], make_keys, objective = _check_objective(_group(cfg, "objective"))
     check_compatible(tree, objective)
 
@@ -251,6 +290,15 @@ def check_representable(dynamic: Mapping[str, Any], precision: str) -> None:
 
 def check_compatible(tree: dict, objective) -> None:
     """Choices that are valid alone but not together."""
+    if tree["batch_size"] is not None and not (objective.inner_samples or objective.outer_samples):
+        raise ConfigError(
+            "batch_size",
+            tree["batch_size"],
+            f"null: objective {tree['objective'].get('name', tree['objective']['_target_'])!r} is not a finite "
+            "sum and runs full batch (finite sums: quadratic_sum, data_cleaning, logreg)",
+        )
+    if "method" in tree:
+        return
     inner, hg, lin = tree["inner_solver"], tree["hypergrad"], tree["linear_solver"]
     if inner["name"] == "exact" and objective.inner_solution is None:
         raise ConfigError(
@@ -316,6 +364,8 @@ def build_method(tree: Mapping[str, Any]):
     from src.hypergrad import Implicit, Unrolled
     from src.inner import Exact, OptaxSolver
 
+    if "method" in tree:
+        return _single_loop(tree["method"], tree["batch_size"])
     inner_cfg = tree["inner_solver"]
     if inner_cfg["name"] == "exact":
         inner = Exact(warm_start=bool(inner_cfg.get("warm_start", True)))
@@ -336,4 +386,15 @@ def build_method(tree: Mapping[str, Any]):
     opt = tree["optimizer"]
     factory = locate(opt["_target_"], "optimizer._target_")
     outer = optax_of(factory, {k: v for k, v in opt.items() if k not in ("_target_", "name")})
-    return NestedSolve(inner, hypergrad, outer)
+    return NestedSolve(inner, hypergrad, outer, tree["batch_size"])
+
+
+def _single_loop(node: Mapping[str, Any], batch_size: int | None):
+    import dataclasses
+
+    from src.stochastic import Schedule
+
+    cls = _stochastic_methods()[node["name"]]
+    schedule = Schedule(**{f.name: node[f.name] for f in dataclasses.fields(Schedule)})
+    own = {f.name: node[f.name] for f in dataclasses.fields(cls) if f.name not in ("schedule", "batch_size")}
+    return cls(schedule=schedule, batch_size=batch_size, **own)

@@ -12,7 +12,8 @@ differentiate through that solve) and returns the inner solution with the hyperg
 * ``Unrolled(truncate)``: reverse mode through the inner ``lax.scan``; ``truncate=K``
   differentiates only the last ``K`` inner steps.
 
-:func:`exact_hypergrad` is the reference where the objective has a closed form.
+:func:`exact_hypergrad` is the reference where the objective has a closed form
+(:mod:`src.reference` computes it otherwise).
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from src.frozen import frozen, static
-from src.inner import Exact, InnerInfo
-from src.linsolve import Direct, LinearSolver, LinsolveInfo
+from src.inner import InnerInfo
+from src.linsolve import LinearSolver, LinsolveInfo
 from src.objectives import Objective
 
 
@@ -37,6 +38,8 @@ class Hypergrad(NamedTuple):
     u: Any  # flat solution of the implicit system (zeros for unrolled)
     inner: InnerInfo
     linsolve: LinsolveInfo
+    work: Any = None  # oracle calls and samples this evaluation cost (src.sampling.Work)
+    aux: Any = None  # what a method's update needs beyond this (a single-loop method's step)
 
 
 @frozen
@@ -83,21 +86,6 @@ class Unrolled:
 
 
 HypergradMethod = Implicit | Unrolled
-
-
-def newton_reference(objective: Objective, theta, w, data, steps: int):
-    """Reference hypergradient where no closed form exists: ``steps`` Newton steps from ``w``
-    (dense Hessian, direct solves) to an exactly solved inner problem, then a direct solve of
-    the implicit system there."""
-    w_flat, unravel = ravel_pytree(w)
-    grad_w = lambda wf, th: ravel_pytree(jax.grad(objective.inner_loss)(unravel(wf), th, data))[0]
-
-    def newton(wf, _):
-        return wf - jnp.linalg.solve(jax.jacfwd(grad_w)(wf, theta), grad_w(wf, theta)), None
-
-    w_star = jax.lax.scan(newton, w_flat, None, length=steps)[0]
-    exact = objective._replace(inner_solution=lambda th, d: unravel(w_star))
-    return Implicit(Direct())(exact, Exact(), theta, unravel(w_star), jnp.zeros_like(w_flat), data).grad
 
 
 def exact_hypergrad(objective: Objective, theta, data):

@@ -31,10 +31,12 @@ class Job:
 
 
 def _data_key(run: RunConfig) -> tuple[int, tuple]:
-    """What a job's data depend on: its seed and the options of ``objective.data``."""
-    params = inspect.signature(objective_of(run.static).data).parameters
+    """What a job's data depend on: its seed (unless the objective's data have no
+    randomness) and the options of ``objective.data``."""
+    objective = objective_of(run.static)
+    params = inspect.signature(objective.data).parameters
     options = tuple(sorted((k, v) for k, v in run.tree["objective"].items() if k in params and k != "seed"))
-    return run.seed, options
+    return (run.seed if objective.randomness else 0), options
 
 
 def job_data(run: RunConfig) -> dict[str, np.ndarray]:
@@ -78,7 +80,9 @@ def static_label(static: tuple) -> str:
     """A short human label of a static config: its group choices."""
     tree = unflatten(dict(static))
     return " ".join(
-        f"{g}={tree[g].get('name', '?')}" for g in ("objective", "inner_solver", "hypergrad", "linear_solver")
+        f"{g}={tree[g].get('name', '?')}"
+        for g in ("objective", "method", "inner_solver", "hypergrad", "linear_solver")
+        if g in tree
     )
 
 
@@ -94,8 +98,8 @@ def group_labels(statics: Sequence[tuple]) -> dict[tuple, str]:
     differ = [k for k in keys if len({repr(f.get(k)) for f in flats}) > 1]
     named = [k.split(".")[0] for k in differ if k.count(".") == 1 and k.endswith(".name")]
     shown = [f"{k}.name" for k in named] + [k for k in differ if k.split(".")[0] not in named]
-    return {
-        st: " ".join(f"{k.removesuffix('.name')}={f.get(k)}" for k in shown)
+    return {  # a key a group does not have (a single-loop method's inner_solver) is left out
+        st: " ".join(f"{k.removesuffix('.name')}={f[k]}" for k in shown if f.get(k) is not None)
         for st, f in zip(statics, flats, strict=True)
     }
 

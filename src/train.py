@@ -11,6 +11,7 @@ an invalid config) instead of a traceback, and Ctrl-C or SIGTERM ending with sta
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -109,6 +110,13 @@ def user_error(exc: BaseException) -> tuple[str, int] | None:
     if isinstance(exc, HydraException | OmegaConfBaseException):
         cause = exc.__cause__
         text = str(exc) + (f"\n{cause}" if isinstance(cause, OmegaConfBaseException) else "")
+        swept_group = re.match(r"Could not override '(method|inner_solver|linear_solver|optimizer)\.([\w.]+)'", text)
+        if swept_group and any(a in ("-m", "--multirun") for a in sys.argv[1:]):
+            key = f"{swept_group[1]}.{swept_group[2]}"
+            text += (
+                f"\n(With -m, a key of a group that is itself swept is applied job by job: write it as a sweep "
+                f"of one value, {key}=choice(VALUE), or as ++{key}=VALUE.)"
+            )
         return text, 1
     return None
 

@@ -30,6 +30,7 @@ offline into the job directories instead (``wandb sync`` uploads them later).
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import shutil
 import signal
@@ -89,7 +90,9 @@ def _write(run, columns: dict, summary: dict) -> None:
     run.define_metric("*", step_metric="step")  # every metric is plotted against `step`
     table = {k: _column(v) for k, v in columns.items()}  # Python scalars, converted once
     for row in zip(*table.values(), strict=True):
-        entry = dict(zip(table, row, strict=True))
+        # rows between full-batch evaluations carry NaN there: logged without those keys,
+        # so that wandb's charts join the evaluated points instead of breaking at each gap
+        entry = {k: v for k, v in zip(table, row, strict=True) if not (isinstance(v, float) and math.isnan(v))}
         run.log(entry, step=entry["step"])
     run.summary.update(
         {

@@ -30,11 +30,27 @@ def _jobs(sweep_dir):
 # noise: hypergrad_error (a relative error: absolute agreement a means the two hypergradients
 # agree to a), ||grad_w G|| near the optimum (cancels terms ~1e4 times larger), the residual
 # and iteration count of a solve stopped at its tolerance (CG may cross it one iteration
-# earlier or later in float32). They get absolute tolerances; the rest rtol.
+# earlier or later in float32). They get absolute tolerances; the rest rtol. The cumulative
+# oracle counts add those iterations up: their per-step increments get the same floor.
 FLOOR = {
-    "float32": {"hypergrad_error": 1e-4, "inner_grad_norm": 1e-5, "linsolve_residual": 1e-2, "linsolve_iterations": 2},
-    "float64": {"hypergrad_error": 1e-9, "inner_grad_norm": 1e-12, "linsolve_residual": 1e-8},
+    "float32": {
+        "hypergrad_error": 1e-4,
+        "inner_grad_norm": 1e-5,
+        "linsolve_residual": 1e-2,
+        "linsolve_iterations": 2,
+    },
+    "float64": {
+        "hypergrad_error": 1e-9,
+        "inner_grad_norm": 1e-12,
+        "linsolve_residual": 1e-8,
+    },
 }
+# The squared gaps of the iterates to the closed-form solutions are differences of nearby
+# vectors, one of them a float32 solve of an ill-conditioned system whose batched and
+# single LU round differently (hypergrad_error has the same noise): 1 % of the value, or
+# 0.1 % of the column's largest value, in float32 (float64: where a CG solve stops).
+GAPS = {"float32": (1e-2, 1e-3), "float64": (1e-5, 1e-6)}
+CUMULATIVE = ("oracle_inner", "samples_inner")
 
 
 def _compare_metrics(a_dir, b_dir, rtol, atol=0.0, precision="float32"):
@@ -42,11 +58,14 @@ def _compare_metrics(a_dir, b_dir, rtol, atol=0.0, precision="float32"):
     assert list(a.columns) == list(b.columns) and len(a) == len(b)
     for col in a.columns:
         x, y = a[col].astype(float), b[col].astype(float)
+        if col in CUMULATIVE and "linsolve_iterations" in FLOOR[precision]:
+            x, y, col = x.diff().fillna(0), y.diff().fillna(0), "linsolve_iterations"
         if col in FLOOR[precision]:
             np.testing.assert_allclose(x, y, rtol=0, atol=FLOOR[precision][col], err_msg=col)
         else:  # atol: relative to the column's scale, for values that pass near zero
             scale = float(np.nanmax(np.abs(y))) if len(y) and np.isfinite(y).any() else 0.0
-            np.testing.assert_allclose(x, y, rtol=rtol, atol=max(atol, atol * scale), err_msg=col)
+            r, floor = GAPS[precision] if col.endswith("_gap_sq") else (rtol, atol)
+            np.testing.assert_allclose(x, y, rtol=max(r, rtol), atol=max(atol, floor * scale), err_msg=col)
 
 
 def _strip_launcher(hydra_yaml: dict) -> dict:

@@ -34,7 +34,7 @@ def test_scanned_run_equals_a_host_loop_over_the_same_steps():
     run_cfg, objective, method, data, key = _inputs("outer_steps=20")
     result = jax.jit(make_run(objective, 20))(method, data, key)
     evaluate = jax.jit(lambda state: method.evaluate(objective, state, data))
-    update = jax.jit(lambda state, ev: method.update(state, ev, data))
+    update = jax.jit(lambda state, ev: method.update(objective, state, ev, data))
     state, thetas, losses = method.init(objective, data, key), [], []
     for _ in range(21):
         ev = evaluate(state)

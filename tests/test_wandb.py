@@ -63,6 +63,23 @@ def test_batched_sweep_logs_one_run_per_job(tmp_path):
     assert wandb_file.run_info(_run_file(jobs[1]))["id"] == [i for i in ids if i.endswith("-1")][0]
 
 
+def test_rows_between_evaluations_log_only_what_they_have(tmp_path):
+    """A stochastic run with eval_every=4: wandb gets every step's own figures, and the
+    evaluated columns at rows 0, 4, 8 only (not NaN in between)."""
+    out = tmp_path / "sweep"
+    proc = cli(
+        "-m", "objective=logreg", "method=soba", "batch_size=32", "outer_steps=8", "eval_every=4", "seed=1,2",
+        "wandb.mode=offline", f"hydra.sweep.dir={out}",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    m = pd.read_parquet(out / "0" / "metrics.parquet")
+    history = wandb_file.history(_run_file(out / "0"))
+    assert [h["step"] for h in history] == list(range(9))
+    assert [h["step"] for h in history if "outer_loss" in h] == [0, 4, 8]
+    np.testing.assert_allclose([h["outer_loss"] for h in history if "outer_loss" in h], m["outer_loss"].dropna())
+    np.testing.assert_allclose([h["oracle_inner"] for h in history], m["oracle_inner"])
+
+
 def test_wandb_failure_keeps_local_outputs(tmp_path, monkeypatch, capsys):
     import wandb
 
