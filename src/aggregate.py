@@ -144,6 +144,12 @@ def load_steps(*paths: str | Path, keys: Sequence[str] = ()) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def _text(values: pd.Series) -> pd.Series:
+    """Values as text for grouping, a missing one as ``-`` (a key that a job's config does
+    not have: a single-loop method's ``lr``); pandas 3 keeps NaN through ``astype(str)``."""
+    return values.map(lambda v: "-" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
+
+
 def swept_keys(runs: pd.DataFrame) -> list[str]:
     """The config keys whose value differs between jobs, except ``seed``, in the config's
     order; a key is left out when it only repeats how earlier ones split the jobs (``lr``
@@ -151,9 +157,9 @@ def swept_keys(runs: pd.DataFrame) -> list[str]:
     keys: list[str] = []
     groups = pd.Series(0, index=runs.index)
     for key in runs.attrs.get("config", ()):
-        if key == "seed" or runs[key].astype(str).nunique() < 2:
+        if key == "seed" or _text(runs[key]).nunique() < 2:
             continue
-        finer = groups.astype(str) + "|" + runs[key].astype(str)
+        finer = groups.astype(str) + "|" + _text(runs[key])
         if finer.nunique() > groups.nunique():
             keys.append(key)
             groups = pd.Series(pd.factorize(finer)[0], index=runs.index)
@@ -171,15 +177,33 @@ def default_metrics(runs: pd.DataFrame) -> list[str]:
     return out
 
 
-def summarize(runs: pd.DataFrame, metrics: Sequence[str], by: Sequence[str] | None = None) -> pd.DataFrame:
-    """Mean, std and count of ``metrics`` per group over completed jobs, best group first."""
+STATS = {"mean": ("mean", "std"), "median": ("median", "q20", "q80")}
+
+
+def _q20(x):
+    return x.quantile(0.2)
+
+
+def _q80(x):
+    return x.quantile(0.8)
+
+
+def summarize(
+    runs: pd.DataFrame, metrics: Sequence[str], by: Sequence[str] | None = None, stat: str = "mean"
+) -> pd.DataFrame:
+    """Per group over completed jobs: mean, std and count of ``metrics`` (``stat="median"``:
+    median, 20 % and 80 % quantiles and count, as benchmark_bilevel reports), best group
+    first."""
     by = list(swept_keys(runs) if by is None else by)
     keyed = runs.assign(_all="all") if not by else runs
     keys = by or ["_all"]
-    keyed = keyed.assign(**{k: keyed[k].astype(str) for k in keys if keyed[k].map(type).nunique() > 1})
+    keyed = keyed.assign(
+        **{k: _text(keyed[k]) for k in keys if keyed[k].map(type).nunique() > 1 or keyed[k].isna().any()}
+    )
     done = keyed[keyed["status"] == "completed"]
-    table = done.groupby(keys, dropna=False, sort=False)[list(metrics)].agg(["mean", "std", "count"])
-    table.columns = [f"{m}_{stat}" for m, stat in table.columns]
+    funcs = ["mean", "std", "count"] if stat == "mean" else ["median", _q20, _q80, "count"]
+    table = done.groupby(keys, dropna=False, sort=False)[list(metrics)].agg(funcs)
+    table.columns = [f"{m}_{name.lstrip('_')}" for m, name in table.columns]
     status = keyed.groupby(keys, dropna=False, sort=False)["status"]
     table = table.reindex(status.size().index)
     table["jobs"] = status.size()
@@ -190,20 +214,52 @@ def summarize(runs: pd.DataFrame, metrics: Sequence[str], by: Sequence[str] | No
         table[f"{m}_count"] = table[f"{m}_count"].fillna(0).astype(int)
     first = metrics[0]
     higher = first in runs.attrs.get("maximize", ())  # declared by the objective, stored in each summary
-    table = table.sort_values(f"{first}_mean", ascending=not higher, na_position="last")
+    table = table.sort_values(f"{first}_{stat}", ascending=not higher, na_position="last")
+    table.attrs["stat"] = stat
     return table.reset_index().drop(columns="_all", errors="ignore")
 
 
+def best_per(table: pd.DataFrame, key: str, metric: str, higher: bool = False) -> pd.DataFrame:
+    """The best row of ``table`` (from :func:`summarize`) for each value of ``key``, by the
+    metric's central value (benchmark_bilevel picks each solver's setting by its median
+    final value); best first."""
+    stat = table.attrs.get("stat", "mean")
+    column = f"{metric}_{stat}"
+    ranked = table.dropna(subset=[column]).sort_values(column, ascending=not higher)
+    best = ranked.groupby(_text(ranked[key]), sort=False).head(1)
+    best.attrs.update(table.attrs)
+    return best
+
+
+def select(frame: pd.DataFrame, table: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
+    """The rows of ``frame`` (runs or steps) in the groups that ``table`` lists."""
+    if not by or frame.empty:
+        return frame
+    wanted = set(zip(*(_text(table[k]) for k in by), strict=True))
+    mask = [key in wanted for key in zip(*(_text(frame[k]) for k in by), strict=True)]
+    return frame[np.asarray(mask, bool)]
+
+
 def pretty(table: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
-    """``mean ± std (n)`` strings, for the terminal, markdown and LaTeX."""
+    """``mean ± std (n)`` (or ``median [q20, q80] (n)``) strings, for the terminal,
+    markdown and LaTeX."""
     keys = [
         c
         for c in table.columns
-        if not re.search(r"_(mean|std|count)$", c) and c not in ("jobs", "diverged", "failed", "unreadable")
+        if not re.search(r"_(mean|std|median|q20|q80|count)$", c)
+        and c not in ("jobs", "diverged", "failed", "unreadable")
     ]
     out = table[keys].copy()
     for m in metrics:
-        mean, std, n = table[f"{m}_mean"], table[f"{m}_std"], table[f"{m}_count"]
+        n = table[f"{m}_count"]
+        if f"{m}_median" in table:
+            mid, lo, hi = table[f"{m}_median"], table[f"{m}_q20"], table[f"{m}_q80"]
+            out[m] = [
+                "—" if c == 0 else f"{a:.4g} [{b:.3g}, {d:.3g}] ({c})" if c > 1 else f"{a:.4g} (1)"
+                for a, b, d, c in zip(mid, lo, hi, n, strict=True)
+            ]
+            continue
+        mean, std = table[f"{m}_mean"], table[f"{m}_std"]
         out[m] = [
             "—" if c == 0 else f"{a:.4g} ± {b:.2g} ({c})" if c > 1 else f"{a:.4g} (1)"
             for a, b, c in zip(mean, std.fillna(0), n, strict=True)
@@ -212,14 +268,14 @@ def pretty(table: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
     return out
 
 
-def write_tables(table: pd.DataFrame, metrics: Sequence[str], out: Path) -> None:
+def write_tables(table: pd.DataFrame, metrics: Sequence[str], out: Path, name: str = "results") -> None:
     from src.files import atomic_write_text
 
-    atomic_write_text(out / "results.csv", table.to_csv(index=False))
+    atomic_write_text(out / f"{name}.csv", table.to_csv(index=False))
     shown = pretty(table, metrics)
-    atomic_write_text(out / "results.md", shown.to_markdown(index=False) + "\n")
+    atomic_write_text(out / f"{name}.md", shown.to_markdown(index=False) + "\n")
     latex = shown.style.hide(axis="index").to_latex(hrules=True).replace("±", r"$\pm$")
-    atomic_write_text(out / "results.tex", latex)
+    atomic_write_text(out / f"{name}.tex", latex)
 
 
 def _log_spaced(values: np.ndarray) -> bool:
@@ -246,7 +302,7 @@ def _groups(frame: pd.DataFrame, by: Sequence[str]) -> list[tuple[tuple, pd.Data
     """(values of ``by``, rows) per group, sorted numerically by the keys' values."""
     if not by:
         return [((), frame)]
-    groups = frame.groupby([frame[k].astype(str) for k in by], sort=False)
+    groups = frame.groupby([_text(frame[k]) for k in by], sort=False)
     named = [(name if isinstance(name, tuple) else (name,), g) for name, g in groups]
     return sorted(named, key=lambda ng: [_sort_value(ng[1][k].iloc[0]) for k in by])
 
@@ -295,7 +351,8 @@ def _constant_within_batches(runs: pd.DataFrame, metric: str) -> bool:
 
 
 def _label(by: Sequence[str], name: tuple) -> str:
-    return ", ".join(f"{k}={v}" for k, v in zip(by, name, strict=False)) or "all"
+    """``key=value, ...``; keys that the group's config does not have (``-``) left out."""
+    return ", ".join(f"{k}={v}" for k, v in zip(by, name, strict=False) if v != "-") or "all"
 
 
 def _finish(fig, ax, title: str, path: Path, legend: bool) -> Path:
@@ -309,10 +366,34 @@ def _finish(fig, ax, title: str, path: Path, legend: bool) -> Path:
     return path
 
 
-def plot(runs: pd.DataFrame, steps: pd.DataFrame, metrics: Sequence[str], by: Sequence[str], out: Path) -> list[Path]:
-    """Each metric against outer step (a line per group: the median over seeds, a band from
-    the 20 % to the 80 % quantile) and against each swept numeric key; log axes for errors,
-    norms and metrics that span orders of magnitude; legends sorted by value, outside."""
+X_AXES = {
+    "step": "outer step",
+    "oracle_calls": "oracle calls (minibatch gradients, Hessian- and Jacobian-vector products)",
+    "time": "seconds (each job's share of its batch's run time, spread evenly over its steps)",
+}
+
+
+def with_x(steps: pd.DataFrame, runs: pd.DataFrame, x: str) -> pd.DataFrame:
+    """``steps`` with the column ``x`` for the curves: ``oracle_calls`` = inner + outer
+    oracle calls so far; ``time`` = the job's run seconds x step / T (a batch's members
+    share its time, and the scan's steps are not timed one by one)."""
+    if x == "step":
+        return steps.assign(_x=steps["step"])
+    if x == "oracle_calls":
+        return steps.assign(_x=steps["oracle_inner"] + steps["oracle_outer"])
+    run_s = runs.set_index(["sweep", "job"])["run_s"]
+    total = steps.groupby(["sweep", "job"])["step"].transform("max").clip(lower=1)
+    seconds = pd.Series(run_s.reindex(pd.MultiIndex.from_frame(steps[["sweep", "job"]])).to_numpy(), steps.index)
+    return steps.assign(_x=seconds * steps["step"] / total)
+
+
+def plot(
+    runs: pd.DataFrame, steps: pd.DataFrame, metrics: Sequence[str], by: Sequence[str], out: Path, x: str = "step"
+) -> list[Path]:
+    """Each metric against ``x`` (:data:`X_AXES`; a line per group: the median over seeds,
+    a band from the 20 % to the 80 % quantile, over the rows where it was evaluated) and
+    against each swept numeric key; log axes for errors, norms and metrics that span
+    orders of magnitude; legends sorted by value, outside."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -320,21 +401,31 @@ def plot(runs: pd.DataFrame, steps: pd.DataFrame, metrics: Sequence[str], by: Se
 
     written = []
     completed = steps[steps["status"] == "completed"] if "status" in steps else steps
+    if not completed.empty:
+        completed = with_x(completed, runs, x)
     for metric in metrics:
         if metric not in completed.columns or completed[metric].isna().all():
             continue
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        groups = _groups(completed, by)
-        for (name, g), style in zip(groups, _styles([n for n, _ in groups], by, completed), strict=True):
+        evaluated = completed.dropna(subset=[metric])  # rows between evaluations are NaN
+        positive = evaluated["_x"][evaluated["_x"] > 0]
+        log_x = x != "step" and not positive.empty and positive.max() / positive.min() >= 100
+        if log_x:  # budgets that differ by orders of magnitude (a full-batch reference): row 0 left out
+            evaluated = evaluated[evaluated["_x"] > 0]
+            ax.set_xscale("log")
+        groups = _groups(evaluated, by)
+        for (name, g), style in zip(groups, _styles([n for n, _ in groups], by, evaluated), strict=True):
             q = g.groupby("step")[metric].quantile([0.2, 0.5, 0.8]).unstack()
-            ax.plot(q.index, q[0.5], label=_label(by, name), **style)
-            ax.fill_between(q.index, q[0.2], q[0.8], color=style["color"], alpha=0.15, linewidth=0)
-        ax.set_xlabel("outer step")
+            xs = g.groupby("step")["_x"].median().loc[q.index]
+            ax.plot(xs, q[0.5], label=_label(by, name), **style)
+            ax.fill_between(xs, q[0.2], q[0.8], color=style["color"], alpha=0.15, linewidth=0)
+        ax.set_xlabel(X_AXES[x])
         ax.set_ylabel(metric)
         if _log_axis(completed[metric], metric):
             ax.set_yscale("log")
         title = f"{metric}: median and 20-80 % over seeds"
-        written.append(_finish(fig, ax, title, out / f"plot_{metric}_steps.png", legend=bool(by)))
+        suffix = "steps" if x == "step" else x
+        written.append(_finish(fig, ax, title, out / f"plot_{metric}_{suffix}.png", legend=bool(by)))
     done = runs[runs["status"] == "completed"]
     for key in by:
         values = pd.to_numeric(done[key], errors="coerce")
@@ -369,6 +460,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--by", nargs="*", help="keys to group by; default: the swept keys except seed")
     p.add_argument("--plot", action="store_true", help="write PNG figures")
     p.add_argument("--out", help="where to write results.* and plots; default: the (first) path")
+    p.add_argument("--stat", choices=tuple(STATS), default="mean", help="mean ± std, or median [20 %%, 80 %%]")
+    p.add_argument("--x", choices=tuple(X_AXES), default="step", help="the curves' x axis (default: step)")
+    p.add_argument(
+        "--best",
+        metavar="KEY",
+        help="also the best setting per value of KEY (e.g. method), by --stat; --plot then draws those only",
+    )
     args = p.parse_args(argv)
     runs = load_runs(*args.paths)
     if runs.empty:
@@ -389,11 +487,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         allowed = ", ".join(runs.attrs["config"])
         print(f"Error: unknown --by {', '.join(unknown)}; the config's keys: {allowed}", file=sys.stderr)
         return 2
-    table = summarize(runs, metrics, by)
+    if args.best and args.best not in by:
+        print(f"Error: --best {args.best} is not a grouping key; the keys: {', '.join(by)}", file=sys.stderr)
+        return 2
+    table = summarize(runs, metrics, by, args.stat)
     out = Path(args.out or args.paths[0])
     out.mkdir(parents=True, exist_ok=True)
     write_tables(table, metrics, out)
     print(pretty(table, metrics).to_markdown(index=False))
+    best = None
+    if args.best:
+        best = best_per(table, args.best, metrics[0], metrics[0] in runs.attrs.get("maximize", ()))
+        write_tables(best, metrics, out, "best")
+        print(f"\nBest setting per {args.best} (by {args.stat} {metrics[0]}):")
+        print(pretty(best, metrics).to_markdown(index=False))
     counts = runs["status"].value_counts().to_dict()
     print(
         f"\n{len(runs)} jobs: "
@@ -401,7 +508,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         + f"  -> {out}/results.{{csv,md,tex}}"
     )
     if args.plot:
-        for path in plot(runs, load_steps(*args.paths, keys=by), metrics, by, out):
+        steps = load_steps(*args.paths, keys=by)
+        if best is not None:  # the curves of each method's best setting, as the benchmark draws them
+            runs, steps = select(runs, best, by), select(steps, best, by)
+        for path in plot(runs, steps, metrics, by, out, args.x):
             print(f"  {path}")
     return 0
 

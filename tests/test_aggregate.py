@@ -170,3 +170,60 @@ def test_plots_order_colour_and_scale_by_value(tmp_path):
     renderer = FigureCanvasAgg(fig).get_renderer()  # the figure was closed after saving
     assert ax.get_legend().get_window_extent(renderer).x0 >= ax.get_window_extent(renderer).x1  # outside the axes
     plt.close("all")
+
+
+@pytest.fixture(scope="module")
+def stochastic(tmp_path_factory):
+    """Two single-loop methods x two step sizes x 3 seeds, and a full-batch nested reference."""
+    out = tmp_path_factory.mktemp("stoch") / "sweep"
+    conf = out.parent / "conf" / "study"
+    conf.mkdir(parents=True)
+    (conf / "mix.yaml").write_text(
+        "# @package _global_\n"
+        "hydra:\n  sweeper:\n"
+        "    params: {method: 'soba,saba', method.step_size: '0.01,0.1', seed: '1,2,3'}\n"
+        "    also: [{method: cg}]\n"
+    )
+    proc = cli(
+        "-m", "study=mix", f"hydra.searchpath=[file://{out.parent / 'conf'}]", "objective=logreg", "batch_size=32",
+        "outer_steps=12", "eval_every=4", "wandb.mode=disabled", f"hydra.sweep.dir={out}",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_median_quantiles_and_best_per_method(stochastic):
+    from src.aggregate import best_per, swept_keys
+
+    runs = load_runs(stochastic)
+    assert len(runs) == 13 and "method" in swept_keys(runs)
+    table = summarize(runs, ["outer_loss"], stat="median")
+    single = runs[runs["method"].notna()]
+    for (method, step), g in single.groupby(["method", "method.step_size"]):
+        row = table[(table["method"] == method) & (table["method.step_size"] == str(step))].iloc[0]
+        losses = g["outer_loss"].to_numpy()
+        assert row["outer_loss_median"] == pytest.approx(np.median(losses), rel=1e-12)
+        assert row["outer_loss_q20"] == pytest.approx(np.quantile(losses, 0.2), rel=1e-12)
+        assert row["outer_loss_q80"] == pytest.approx(np.quantile(losses, 0.8), rel=1e-12)
+    best = best_per(table, "method", "outer_loss")
+    assert sorted(best["method"]) == ["-", "saba", "soba"]  # "-": the nested reference has no method node
+    for method in ("soba", "saba"):
+        mine = table[table["method"] == method]
+        assert best[best["method"] == method]["outer_loss_median"].item() == mine["outer_loss_median"].min()
+
+
+def test_curves_against_oracle_calls_and_time(stochastic):
+    from src.aggregate import with_x
+
+    runs, steps = load_runs(stochastic), load_steps(stochastic)
+    calls = with_x(steps, runs, "oracle_calls")
+    np.testing.assert_array_equal(calls["_x"], steps["oracle_inner"] + steps["oracle_outer"])
+    timed = with_x(steps, runs, "time")
+    last = timed.groupby("job").tail(1).set_index("job")["_x"]
+    np.testing.assert_allclose(last, runs.set_index("job").loc[last.index, "run_s"])  # the last row: all of it
+    proc = cli(str(stochastic), "--metric", "outer_loss", "--stat", "median", "--best", "method", "--plot",
+               "--x", "oracle_calls", module="src.aggregate")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "Best setting per method" in proc.stdout and (stochastic / "best.csv").exists()
+    assert (stochastic / "plot_outer_loss_oracle_calls.png").stat().st_size > 5000
+    assert len(pd.read_csv(stochastic / "best.csv")) == 3

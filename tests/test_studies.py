@@ -13,10 +13,27 @@ REDUCED = {  # one seed, and fewer static groups (each one a compiled program); 
     "inner_steps": ["seed=0", "inner_solver.steps=3"],
     "lr_seeds": ["hydra.sweeper.params.seed='0,1'", "hydra.sweeper.params.lr='0.01,0.1'"],
     "data_cleaning": ["hydra.sweeper.params.seed=0"],
+    # the main grid only (soba, saba), one setting and seed, a smaller problem
+    "stochastic_quadratic": [
+        "hydra.sweeper.also=[]",
+        "seed=1",
+        "method.step_size=choice(0.1)",
+        "method.outer_ratio=choice(1.0)",
+        "objective.n_inner=1024",
+        "objective.n_outer=256",
+        "eval_every=1",
+    ],  # fmt: skip
+    "stochastic_cleaning": [
+        "hydra.sweeper.also=[]",
+        "seed=1",
+        "method.step_size=choice(0.1)",
+        "method.outer_ratio=choice(1.0)",
+        "eval_every=1",
+    ],  # fmt: skip
 }
 # optuna_logreg runs as it comes in tests/test_cluster.py, which checks what optuna was told
 ELSEWHERE = {"optuna_logreg"}
-EXPECTED_JOBS = {"linear_solvers": 2, "inner_steps": 2, "lr_seeds": 4, "data_cleaning": 4}
+EXPECTED_JOBS = {"linear_solvers": 2, "inner_steps": 2, "lr_seeds": 4, "data_cleaning": 4}  # others: 2
 
 
 def test_every_study_has_a_reduced_form():

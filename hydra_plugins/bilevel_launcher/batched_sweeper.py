@@ -7,12 +7,18 @@ composes one job per such template; the values themselves are checked by the
 application's validation before any work. A batch that failed (its jobs' ``JobReturn``s
 raise, which makes the basic sweeper raise) ends the sweep with status 1 after the sweep's
 own one-line report, not with a traceback; a sweep refused before any work (status 2)
-leaves the ``multirun.yaml`` that its directory had. Everything else is the basic sweeper's.
+leaves the ``multirun.yaml`` that its directory had.
+
+``hydra.sweeper.also``: more grids, each a mapping like ``params``, whose jobs follow the
+main grid's (with the command line's arguments too). A study can so put jobs whose keys
+differ side by side: single-loop methods over ``method.step_size`` next to a full-batch
+reference over ``lr`` (``sweeps/stochastic_quadratic.yaml``). Everything else is the basic
+sweeper's.
 """
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Dict, Optional  # noqa: UP035 - Hydra's ConfigStore needs typing generics
+from typing import Dict, List, Optional  # noqa: UP035 - Hydra's ConfigStore needs typing generics
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
@@ -23,13 +29,32 @@ class BatchedSweeperConf:
     _target_: str = "hydra_plugins.bilevel_launcher.batched_sweeper.BatchedSweeper"
     max_batch_size: Optional[int] = None  # noqa: UP045
     params: Optional[Dict[str, str]] = None  # noqa: UP006, UP045
+    also: Optional[List[Dict[str, str]]] = None  # noqa: UP006, UP045 - more grids after params's
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="batched", node=BatchedSweeperConf, provider="bilevel-sweeps")
 
 
 class BatchedSweeper(BasicSweeper):
+    def __init__(self, max_batch_size=None, params=None, also=None):
+        super().__init__(max_batch_size=max_batch_size, params=params)
+        self.also = [dict(grid) for grid in also or ()]
+        self._arguments: list[str] = []
+
+    def split_arguments(self, overrides, max_batch_size):  # the basic sweeper's staticmethod, per instance
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        jobs = [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        for grid in self.also:
+            extra = parser.parse_overrides([f"{k}={v}" for k, v in grid.items()] + self._arguments)
+            jobs += [job for batch in BasicSweeper.split_arguments(extra, None) for job in batch]
+        if max_batch_size is None:
+            return [jobs]
+        return list(BasicSweeper.split_overrides_to_chunks(jobs, max_batch_size))
+
     def sweep(self, arguments: list[str]):
+        self._arguments = list(arguments)
         import sys
         from pathlib import Path
 
