@@ -141,7 +141,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         batched = sweep_wall(sweep, Path(tmp) / "batched")
         summary = json.loads((Path(tmp) / "batched-timed" / "sweep_summary.json").read_text())
-        small = [*common(args.steps), "method=" + ",".join(METHODS), "method.step_size=0.1", "method.outer_ratio=1.0",
+        small = [*common(args.steps), "method=" + ",".join(METHODS), "method.step_size=choice(0.1)",
+                 "method.outer_ratio=choice(1.0)",
                  "seed=" + ",".join(map(str, SEEDS[: args.basic_jobs])), "hydra/launcher=basic"]  # fmt: skip
         basic = sweep_wall(small, Path(tmp) / "basic")
     seq = sequential(args.steps)

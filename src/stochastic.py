@@ -206,11 +206,11 @@ class SOBA(_SingleLoop):
 
 def _saga(g, table, average, batch: Batch):
     """SAGA's estimate of a direction: ``g - table[i] + average``; table and average updated."""
-    old = tmap(lambda t: t[batch.index], table)
+    old = tmap(lambda t: jax.lax.dynamic_index_in_dim(t, batch.index, keepdims=False), table)
     diff = tmap(jnp.subtract, g, old)
     direction = add(diff, average)
     average = tmap(lambda a, d: a + batch.weight * d, average, diff)
-    table = tmap(lambda t, gi: t.at[batch.index].set(gi), table, g)
+    table = tmap(lambda t, gi: jax.lax.dynamic_update_index_in_dim(t, gi, batch.index, 0), table, g)
     return direction, table, average
 
 
@@ -257,7 +257,7 @@ def _sgd_inner(o: Oracles, z, x, sampler: SamplerState, rho, steps: int):
 
 class _InnerLoop(_SingleLoop):
     """AmIGO and StocBiO: ``n_inner_steps`` SGD steps on ``z`` after each outer step
-    (and before the first), at constant ``rho``."""
+    (and before the first), at step ``rho_t``; ``v`` from ``solve_v``."""
 
     n_inner_steps: int
 
@@ -279,17 +279,33 @@ class _InnerLoop(_SingleLoop):
             jnp.zeros((), dtype),
         )
 
-    def outer_step(self, o: Oracles, s: State, v, dx, v_calls: list, b_out, b_cross, inner, outer) -> Hypergrad:
-        """theta's step along ``dx``, then the inner SGD steps at the new theta."""
+    def solve_v(self, o: Oracles, s: State, rho, fz, sampler: SamplerState):
+        """``(v, sampler, batches)``: the linear system's estimate, the sampler after it and
+        the minibatches it drew (stacked)."""
+        raise NotImplementedError
+
+    def evaluate(self, objective: Objective, s: State, data) -> Hypergrad:
+        o = self.oracles(objective, data)
         rho, gamma = self.schedule.at(s.t)
+        b_out, outer = o.outer.next(s.outer)
+        fz, fx = o.outer_grads(s.z, s.theta, b_out)
+        v, inner, v_batches = self.solve_v(o, s, rho, fz, s.inner)
+        b_cross, inner = o.inner.next(inner)
+        dx = add(o.cross(s.z, s.theta, v, b_cross), fx)
+        # theta's step along dx, then the inner SGD steps at the new theta
         theta = axpy(gamma, dx, s.theta)
         z, inner, sampled = _sgd_inner(o, s.z, theta, inner, rho, self.n_inner_steps)
         moved = s._replace(theta=theta, z=z, v=v, t=s.t + 1, inner=inner, outer=outer)
-        work = o.work([*v_calls, b_cross], [b_out])
         dtype = jnp.result_type(float)
-        work = work + Work(jnp.asarray(self.n_inner_steps, dtype), jnp.zeros((), dtype), sampled * o.inner.n, 0.0)
+        v_calls = v_batches.weight.shape[0]
+        work = o.work([b_cross], [b_out]) + Work(
+            jnp.asarray(v_calls + self.n_inner_steps, dtype),
+            jnp.zeros((), dtype),
+            (jnp.sum(v_batches.weight) + sampled) * o.inner.n,
+            jnp.zeros((), dtype),
+        )
         nan = jnp.asarray(jnp.nan, dtype)  # no diagnostics that would cost oracle calls of their own
-        return self.result(s, dx, _info(self.n_inner_steps, nan), _lin(len(v_calls), nan), work, moved)
+        return self.result(s, dx, _info(self.n_inner_steps, nan), _lin(v_calls, nan), work, moved)
 
 
 @frozen
@@ -301,22 +317,14 @@ class AmIGO(_InnerLoop):
     batch_size: int | None = static(None)
     name: ClassVar[str] = "amigo"
 
-    def evaluate(self, objective: Objective, s: State, data) -> Hypergrad:
-        o = self.oracles(objective, data)
-        rho, _ = self.schedule.at(s.t)
-        b_out, outer = o.outer.next(s.outer)
-        fz, fx = o.outer_grads(s.z, s.theta, b_out)
-
-        def v_step(carry, _):
+    def solve_v(self, o: Oracles, s: State, rho, fz, sampler: SamplerState):
+        def v_step(carry, _):  # SGD on 1/2 v'Hv + <grad_z f, v>, from the last v
             v, sampler = carry
             b, sampler = o.inner.next(sampler)
             return (axpy(rho, add(o.hvp(s.z, s.theta, v, b), fz), v), sampler), b
 
-        (v, inner), batches = jax.lax.scan(v_step, (s.v, s.inner), None, length=self.n_inner_steps)
-        b_cross, inner = o.inner.next(inner)
-        dx = add(o.cross(s.z, s.theta, v, b_cross), fx)
-        calls = [Batch(*(x[i] for x in batches)) for i in range(self.n_inner_steps)]
-        return self.outer_step(o, s, v, dx, calls, b_out, b_cross, inner, outer)
+        (v, sampler), batches = jax.lax.scan(v_step, (s.v, sampler), None, length=self.n_inner_steps)
+        return v, sampler, batches
 
 
 @frozen
@@ -329,24 +337,15 @@ class StocBiO(_InnerLoop):
     batch_size: int | None = static(None)
     name: ClassVar[str] = "stocbio"
 
-    def evaluate(self, objective: Objective, s: State, data) -> Hypergrad:
-        o = self.oracles(objective, data)
-        rho, _ = self.schedule.at(s.t)
-        b_out, outer = o.outer.next(s.outer)
-        fz, fx = o.outer_grads(s.z, s.theta, b_out)
-
+    def solve_v(self, o: Oracles, s: State, rho, fz, sampler: SamplerState):
         def term(carry, _):  # p_{k+1} = (I - rho H_B) p_k; sum of the terms
             p, total, sampler = carry
             b, sampler = o.inner.next(sampler)
             p = axpy(rho, o.hvp(s.z, s.theta, p, b), p)
             return (p, add(total, p), sampler), b
 
-        (_, total, inner), batches = jax.lax.scan(term, (fz, fz, s.inner), None, length=self.n_shia_steps)
-        v = tmap(lambda a: -rho * a, total)  # v ~ -H^{-1} grad_z f
-        b_cross, inner = o.inner.next(inner)
-        dx = add(o.cross(s.z, s.theta, v, b_cross), fx)
-        calls = [Batch(*(x[i] for x in batches)) for i in range(self.n_shia_steps)]
-        return self.outer_step(o, s, v, dx, calls, b_out, b_cross, inner, outer)
+        (_, total, sampler), batches = jax.lax.scan(term, (fz, fz, sampler), None, length=self.n_shia_steps)
+        return tmap(lambda a: -rho * a, total), sampler, batches  # v ~ -H^{-1} grad_z f
 
 
 @frozen
