@@ -144,6 +144,9 @@ def load_steps(*paths: str | Path, keys: Sequence[str] = ()) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+GROUP_COLUMNS = ("objective", "method", "inner_solver", "linear_solver", "hypergrad", "optimizer")
+
+
 def _text(values: pd.Series) -> pd.Series:
     """Values as text for grouping, a missing one as ``-`` (a key that a job's config does
     not have: a single-loop method's ``lr``); pandas 3 keeps NaN through ``astype(str)``."""
@@ -151,12 +154,15 @@ def _text(values: pd.Series) -> pd.Series:
 
 
 def swept_keys(runs: pd.DataFrame) -> list[str]:
-    """The config keys whose value differs between jobs, except ``seed``, in the config's
-    order; a key is left out when it only repeats how earlier ones split the jobs (``lr``
-    and ``optimizer.learning_rate``; a solver's name and its defaults)."""
+    """The config keys whose value differs between jobs, except ``seed``: the config
+    groups' options first, then the other keys in the config's order; a key is left out
+    when it only repeats how earlier ones split the jobs (``lr`` and
+    ``optimizer.learning_rate``; a solver's name and its defaults)."""
     keys: list[str] = []
     groups = pd.Series(0, index=runs.index)
-    for key in runs.attrs.get("config", ()):
+    config = list(runs.attrs.get("config", ()))
+    chosen = [k for k in config if k in GROUP_COLUMNS]  # a group's option first: objective=lasso, not its _target_
+    for key in chosen + [k for k in config if k not in chosen]:
         if key == "seed" or _text(runs[key]).nunique() < 2:
             continue
         finer = groups.astype(str) + "|" + _text(runs[key])

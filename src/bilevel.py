@@ -152,6 +152,10 @@ def make_stepper(objective: Objective, steps: int, newton_steps: int | None = No
             "inner_loss": objective.inner_loss(r.w, theta, data),
         }
         ref = reference(objective, theta, r.w, data, newton_steps)
+        if ref is None and objective.hypergrad_at is not None:  # a closed form at the computed solution
+            exact = objective.hypergrad_at(r.w, theta, data)
+            err = optax.tree.norm(jax.tree.map(jnp.subtract, r.grad, exact))
+            out["hypergrad_error"] = err / jnp.maximum(optax.tree.norm(exact), jnp.finfo(err.dtype).tiny)
         if ref is not None:
             err = optax.tree.norm(jax.tree.map(jnp.subtract, r.grad, ref.grad))
             out["hypergrad_error"] = err / jnp.maximum(optax.tree.norm(ref.grad), jnp.finfo(err.dtype).tiny)

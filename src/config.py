@@ -162,8 +162,15 @@ def _group(cfg: Mapping, name: str) -> dict:
     return dict(node)
 
 
+PROX_SOLVERS = {"ista": False, "fista": True}  # name -> accelerated
+
+
 def _check_inner(node: dict) -> dict:
     name = node.get("name")
+    if name in PROX_SOLVERS:
+        from src.inner import ProxGradient
+
+        return check(solver_model(ProxGradient), node, "inner_solver")
     if name == "exact" or "_target_" not in node:
         if name != "exact":
             raise ConfigError("inner_solver.name", name, "'exact', or an optax factory in inner_solver._target_")
@@ -297,9 +304,23 @@ def check_compatible(tree: dict, objective) -> None:
             f"null: objective {tree['objective'].get('name', tree['objective']['_target_'])!r} is not a finite "
             "sum and runs full batch (finite sums: quadratic_sum, data_cleaning, logreg)",
         )
+    name = tree["objective"].get("name", tree["objective"]["_target_"])
+    if objective.prox is not None and (tree.get("inner_solver", {}).get("name") not in PROX_SOLVERS):
+        group = "method" if "method" in tree else "inner_solver"
+        where, value = group, tree[group]["name"]
+        raise ConfigError(
+            where, value, f"ista or fista (inner_solver=ista|fista): objective {name!r} has a non-smooth inner problem"
+        )
     if "method" in tree:
         return
     inner, hg, lin = tree["inner_solver"], tree["hypergrad"], tree["linear_solver"]
+    if inner["name"] in PROX_SOLVERS and objective.prox is None:
+        raise ConfigError(
+            "inner_solver",
+            inner["name"],
+            f"a smooth solver (gd, adam, lbfgs): objective {name!r} has no non-smooth part "
+            "(ista and fista are for lasso, elastic_net)",
+        )
     if inner["name"] == "exact" and objective.inner_solution is None:
         raise ConfigError(
             "inner_solver",
@@ -367,7 +388,17 @@ def build_method(tree: Mapping[str, Any]):
     if "method" in tree:
         return _single_loop(tree["method"], tree["batch_size"])
     inner_cfg = tree["inner_solver"]
-    if inner_cfg["name"] == "exact":
+    if inner_cfg["name"] in PROX_SOLVERS:
+        from src.inner import ProxGradient
+
+        inner = ProxGradient(
+            int(inner_cfg["steps"]),
+            inner_cfg.get("lr"),
+            inner_cfg.get("tol"),
+            bool(inner_cfg.get("warm_start", True)),
+            PROX_SOLVERS[inner_cfg["name"]],
+        )
+    elif inner_cfg["name"] == "exact":
         inner = Exact(warm_start=bool(inner_cfg.get("warm_start", True)))
     else:
         options = {

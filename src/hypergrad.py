@@ -8,7 +8,10 @@ differentiate through that solve) and returns the inner solution with the hyperg
 
 * ``Implicit(linear_solver)``: with ``v = d_w F`` solve ``H^T u = v`` (``H = d2_ww G``, its
   products by reverse mode through ``grad_w G``, symmetric for gradient-based inner
-  problems) and take ``dF/dtheta = d_theta F - (d2_theta,w G)^T u`` as one VJP.
+  problems) and take ``dF/dtheta = d_theta F - (d2_theta,w G)^T u`` as one VJP. For a
+  composite inner problem (``Objective.prox``) the condition is the fixed point
+  ``w = T(w, theta)``: ``(I - d_w T)^T u = v`` and ``dF/dtheta = d_theta F + (d_theta T)^T u``
+  (:func:`optimality`).
 * ``Unrolled(truncate)``: reverse mode through the inner ``lax.scan``; ``truncate=K``
   differentiates only the last ``K`` inner steps.
 
@@ -42,6 +45,22 @@ class Hypergrad(NamedTuple):
     aux: Any = None  # what a method's update needs beyond this (a single-loop method's step)
 
 
+def optimality(objective: Objective, unravel, data):
+    """The inner solution's optimality condition ``r(w_flat, theta) = 0``: ``grad_w G`` for a
+    smooth inner problem (its Jacobian, the Hessian, is symmetric), ``w - T(w, theta)`` for a
+    composite one, ``T`` the proximal gradient map at step ``1 / L`` (not symmetric)."""
+    if objective.prox is None:
+        return lambda wf, th: ravel_pytree(jax.grad(objective.inner_loss)(unravel(wf), th, data))[0]
+
+    def residual(wf, th):
+        from src.inner import prox_step
+
+        step = jax.lax.stop_gradient(1.0 / objective.lipschitz(th, data))
+        return wf - ravel_pytree(prox_step(objective, unravel(wf), th, data, step))[0]
+
+    return residual
+
+
 @frozen
 class Implicit:
     """Implicit differentiation: the implicit system solved by ``linear_solver``."""
@@ -49,11 +68,11 @@ class Implicit:
     linear_solver: LinearSolver
 
     def __call__(self, objective: Objective, inner, theta, w_init, u0, data) -> Hypergrad:
-        G, F = objective.inner_loss, objective.outer_loss
+        F = objective.outer_loss
         w, iterations = inner.solve(objective, w_init, theta, data)
         w = jax.lax.stop_gradient(w)
         w_flat, unravel = ravel_pytree(w)
-        grad_w = lambda wf, th: ravel_pytree(jax.grad(G)(unravel(wf), th, data))[0]
+        grad_w = optimality(objective, unravel, data)
         dF_dw, dF_dtheta = jax.grad(F, argnums=(0, 1))(w, theta, data)
         v = ravel_pytree(dF_dw)[0]
         # H^T u by reverse mode (= H u for the symmetric Hessians of gradient-based inner

@@ -12,7 +12,9 @@ An inner solver is a small frozen object (:mod:`src.frozen`) with one protocol:
 ``lbfgs``...) given as an :class:`Optax` (a factory and its options): fixed step counts
 as ``lax.scan``, or with a tolerance on ``||grad_w G||`` through ``lax.while_loop``
 (which reverse mode cannot differentiate: unrolled hypergradients need fixed steps).
-:class:`Exact` is the objective's closed-form solution, a solver of its own.
+:class:`Exact` is the objective's closed-form solution, a solver of its own;
+:class:`ProxGradient` (ISTA, FISTA) solves composite problems, whose solution is a fixed
+point of the proximal gradient map.
 """
 
 from __future__ import annotations
@@ -116,4 +118,76 @@ class Exact:
         return objective.inner_solution(theta, data)
 
 
-InnerSolver = OptaxSolver | Exact
+def prox_step(objective: Objective, w, theta, data, step):
+    """``T(w, theta) = prox_{step h}(w - step grad_w f(w, theta))``: one proximal gradient step."""
+    g = jax.grad(objective.inner_loss)(w, theta, data)
+    return objective.prox(jax.tree.map(lambda a, b: a - step * b, w, g), step, theta, data)
+
+
+def prox_stepsize(objective: Objective, theta, data, lr=None):
+    """The step: ``lr``, or ``1 / L`` from the objective."""
+    return lr if lr is not None else 1.0 / objective.lipschitz(theta, data)
+
+
+@frozen
+class ProxGradient:
+    """Proximal gradient on a composite ``G = f + h`` (``objective.prox``): ``steps`` steps
+    (``inner_solver=ista``), with Nesterov/FISTA momentum when ``accelerated``
+    (``inner_solver=fista``); step ``lr`` or ``1 / L``; with ``tol``, fewer once the
+    fixed-point residual ``||w - T(w)|| / step`` is below it (``lax.while_loop``)."""
+
+    steps: int = static()
+    lr: float | None = None
+    tol: float | None = None
+    warm_start: bool = static(True)
+    accelerated: bool = static(False)
+
+    def _iterate(self, objective: Objective, state, theta, data, step):
+        w, y, t = state  # iterate, extrapolated point, momentum counter
+        w_next = prox_step(objective, y if self.accelerated else w, theta, data, step)
+        if not self.accelerated:
+            return w_next, w_next, t
+        t_next = (1 + jnp.sqrt(1 + 4 * t**2)) / 2
+        y_next = jax.tree.map(lambda a, b: a + (t - 1) / t_next * (a - b), w_next, w)
+        return w_next, y_next, t_next
+
+    def _start(self, w0):
+        return w0, w0, jnp.ones((), jnp.result_type(float))
+
+    def _scan(self, objective, state, theta, data, step, n: int):
+        if n == 0:
+            return state
+        body = lambda s, _: (self._iterate(objective, s, theta, data, step), None)
+        return jax.lax.scan(body, state, None, length=n)[0]
+
+    def solve(self, objective: Objective, w0, theta, data):
+        step = prox_stepsize(objective, theta, data, self.lr)
+        if self.tol is None:
+            w = self._scan(objective, self._start(w0), theta, data, step, self.steps)[0]
+            return w, jnp.asarray(self.steps, jnp.int32)
+
+        def residual(w):
+            return optax.tree.norm(jax.tree.map(jnp.subtract, w, prox_step(objective, w, theta, data, step))) / step
+
+        def cond(carry):
+            i, _, r = carry
+            return (i < self.steps) & (r > self.tol)
+
+        def body(carry):
+            i, s, _ = carry
+            s = self._iterate(objective, s, theta, data, step)
+            return i + 1, s, residual(s[0])
+
+        start = self._start(w0)
+        iterations, state, _ = jax.lax.while_loop(cond, body, (jnp.asarray(0, jnp.int32), start, residual(w0)))
+        return state[0], iterations
+
+    def unrolled(self, objective: Objective, w0, theta, data, truncate: int | None):
+        step = prox_stepsize(objective, theta, data, self.lr)
+        detached = 0 if truncate is None else max(self.steps - truncate, 0)
+        state = self._scan(objective, self._start(w0), theta, data, step, detached)
+        state = jax.lax.stop_gradient(state) if detached else state
+        return self._scan(objective, state, theta, data, step, self.steps - detached)[0]
+
+
+InnerSolver = OptaxSolver | Exact | ProxGradient

@@ -44,8 +44,8 @@ def _solve(matvec, b, n: int):
 
 def reference(objective: Objective, theta, w, data, newton_steps: int | None) -> Reference | None:
     """``h``, its gradient, ``w*`` and ``v*`` at ``theta`` (``w``: where Newton starts)."""
-    if objective.inner_solution is None and not newton_steps:
-        return None
+    if objective.inner_solution is None and (not newton_steps or objective.prox is not None):
+        return None  # (Newton's method does not apply to a non-smooth inner problem)
     w_flat, unravel = ravel_pytree(w)
     n = w_flat.shape[0]
     grad_w = lambda wf, th: ravel_pytree(jax.grad(objective.inner_loss)(unravel(wf), th, data))[0]

@@ -34,6 +34,16 @@ class Objective(NamedTuple):
     """Closed-form ``w*(theta)`` where one exists (enables ``inner_solver=exact``)."""
     hypergrad: Callable[[Any, Data], Any] | None = None
     """Closed-form ``dF(w*(theta), theta)/dtheta``; else autodiff through ``inner_solution``."""
+    prox: Callable[[Any, Any, Any, Data], Any] | None = None
+    """A composite inner problem ``G = inner_loss + h`` with ``h`` non-smooth:
+    ``prox(w, step, theta, data)`` = the proximal operator of ``step * h(., theta)``. Its inner
+    solution is the fixed point ``w = T(w, theta) = prox(w - eta grad_w inner_loss, eta, theta)``
+    (``eta = 1 / lipschitz``), and the implicit system is ``(I - d_w T)^T u = d_w F``."""
+    lipschitz: Callable[[Any, Data], Any] | None = None
+    """A Lipschitz constant of ``grad_w inner_loss`` (the step ``1/L`` of proximal gradient)."""
+    hypergrad_at: Callable[[Any, Any, Data], Any] | None = None
+    """Closed-form hypergradient given the inner solution ``(w, theta, data)`` (the lasso's
+    active-set formula), the reference for ``hypergrad_error``."""
     adjoint: Callable[[Any, Data], Any] | None = None
     """Closed-form ``v*(theta) = -H^{-1} d_w F`` at the inner solution (the variable that
     single-loop methods track); else solved (:mod:`src.reference`)."""
