@@ -459,6 +459,37 @@ def plot(
     return written
 
 
+def images(runs: pd.DataFrame, out: Path) -> list[Path]:
+    """The learned synthetic images of each completed ``distillation`` job (its final theta,
+    one row per image per class, 8 x 8 standardized pixels): ``images_<job>.png``."""
+    if "objective" not in runs:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for row in runs[(runs["objective"] == "distillation") & (runs["status"] == "completed")].itertuples():
+        theta = np.load(Path(row.path) / "params.npz")["theta"]
+        per_class = theta.shape[0] // 10
+        fig, axes = plt.subplots(per_class, 10, figsize=(10, 1.1 * per_class), squeeze=False)
+        for i, ax in enumerate(axes.T.ravel()):  # column c: the images of class c
+            ax.imshow(theta[i].reshape(8, 8), cmap="gray_r")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        for c in range(10):
+            axes[0, c].set_title(str(c), fontsize=9)
+        accuracy = getattr(row, "test_accuracy", float("nan"))
+        title = f"job {row.job}: {per_class} per class, test accuracy {accuracy:.3f}"
+        fig.suptitle(title, fontsize=9, y=1.0 + 0.35 / per_class)
+        path = out / f"images_{row.sweep}_{row.job}.png".replace("/", "_")
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m src.aggregate", description=__doc__.split("\n\n")[0])
     p.add_argument("paths", nargs="+", help="sweep directories, job directories or outputs/")
@@ -517,7 +548,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         steps = load_steps(*args.paths, keys=by)
         if best is not None:  # the curves of each method's best setting, as the benchmark draws them
             runs, steps = select(runs, best, by), select(steps, best, by)
-        for path in plot(runs, steps, metrics, by, out, args.x):
+        for path in [*plot(runs, steps, metrics, by, out, args.x), *images(runs, out)]:
             print(f"  {path}")
     return 0
 

@@ -59,6 +59,19 @@ def test_data_cleaning_on_real_mnist_with_its_recommended_settings(run_job):
     assert summary["final"]["cleaning_recall"] >= 0.5
 
 
+def test_distillation_one_image_per_class_reaches_ninety_percent(run_job, tmp_path):
+    """The recommended settings: 10 learned images (1 per class) train a logistic regression
+    to at least 0.9 test accuracy, from chance at step 0; the aggregation draws them."""
+    summary, m = run_job("objective=distillation")
+    assert m["test_accuracy"].iloc[0] < 0.2 and summary["final"]["test_accuracy"] >= 0.9
+    assert summary["final"]["hypergrad_norm"] < m["hypergrad_norm"].iloc[0]
+    from src.aggregate import images, load_runs
+
+    job = tmp_path / "job0"
+    (path,) = images(load_runs(job), tmp_path)
+    assert path.stat().st_size > 5000
+
+
 def test_benchmark_recipe_draws_corrupted_labels_uniformly():
     """recipe=benchmark redraws a corrupted label from all 10 classes (about a tenth stay
     right); recipe=digits always makes it wrong."""
