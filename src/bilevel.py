@@ -97,6 +97,7 @@ class Carry(NamedTuple):
     diverged: Any  # int32 step at which the run diverged, -1 while it has not
     t: Any  # int32 index of the row the next evaluation produces
     work: Work  # oracle calls and samples spent before row t
+    key: Any  # the job's key: the objective's resampled data at row t use fold_in(key, t)
 
 
 class Result(NamedTuple):
@@ -195,14 +196,21 @@ def make_stepper(objective: Objective, steps: int, newton_steps: int | None = No
     def init(method, data, key) -> Carry:
         i32 = lambda x: jnp.asarray(x, jnp.int32)
         work = method.init_work(objective, data) if hasattr(method, "init_work") else Work.zero()
-        return Carry(method.init(objective, data, key), i32(-1), i32(0), work)
+        return Carry(method.init(objective, data, key), i32(-1), i32(0), work, key)
+
+    def at(data, c: Carry):
+        """The data of row ``c.t``: resampled where the objective's data change along the loop."""
+        if objective.resample is None:
+            return data
+        return objective.resample(jax.random.fold_in(c.key, c.t), data)
 
     def step(method, data, c: Carry, full: bool):
+        data = at(data, c)
         r, row, diverged = evaluate(method, c, data, full)
         moved = method.update(objective, c.state, r, data)
         state = _freeze(diverged < 0, moved, c.state)
         work = jax.tree.map(lambda a, b: jnp.where(diverged < 0, a + b, a), c.work, r.work)
-        return Carry(state, diverged, c.t + 1, work), row
+        return Carry(state, diverged, c.t + 1, work, c.key), row
 
     def advance(carry: Carry, method, data, n: int, offset: int = 0):
         """``n`` steps from row ``offset`` (static: it places the evaluations)."""
@@ -242,7 +250,7 @@ def make_stepper(objective: Objective, steps: int, newton_steps: int | None = No
         return carry, jax.tree.map(lambda *xs: jnp.concatenate(xs), *segments)
 
     def finish(carry: Carry, method, data) -> Result:
-        r, row, diverged = evaluate(method, carry, data, True)
+        r, row, diverged = evaluate(method, carry, at(data, carry), True)
         row = jax.tree.map(lambda x: jnp.asarray(x)[None], row)
         return Result(row, carry.state.theta, r.w, diverged)
 

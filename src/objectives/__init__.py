@@ -44,6 +44,10 @@ class Objective(NamedTuple):
     hypergrad_at: Callable[[Any, Any, Data], Any] | None = None
     """Closed-form hypergradient given the inner solution ``(w, theta, data)`` (the lasso's
     active-set formula), the reference for ``hypergrad_error``."""
+    resample: Callable[[Any, Data], Data] | None = None
+    """Data that change along the outer loop (meta-learning's tasks): ``resample(key, data)``
+    returns the data of one outer step; the loop calls it at every step with the job's key
+    folded with the step, so a step's data are the same wherever and however often it runs."""
     adjoint: Callable[[Any, Data], Any] | None = None
     """Closed-form ``v*(theta) = -H^{-1} d_w F`` at the inner solution (the variable that
     single-loop methods track); else solved (:mod:`src.reference`)."""
