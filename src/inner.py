@@ -31,6 +31,21 @@ from src.frozen import frozen, static
 from src.objectives import Objective
 
 
+def _iterate(step, state, n: int):
+    """``n`` applications of ``step`` to ``state`` as a ``lax.scan``."""
+    if n == 0:
+        return state
+    return jax.lax.scan(lambda s, _: (step(s), None), state, None, length=n)[0]
+
+
+def _truncated(step, state, steps: int, truncate: int | None):
+    """``steps`` applications of ``step``, reverse mode only through the last ``truncate``."""
+    detached = 0 if truncate is None else max(steps - truncate, 0)
+    state = _iterate(step, state, detached)
+    state = jax.lax.stop_gradient(state) if detached else state
+    return _iterate(step, state, steps - detached)
+
+
 class InnerInfo(NamedTuple):
     iterations: Any  # int32: steps taken
     grad_norm: Any  # ||grad_w G(w, theta)|| at the returned w
@@ -70,10 +85,7 @@ class OptaxSolver:
         return optax.apply_updates(w, updates), opt_state
 
     def _scan(self, tx, objective, state, theta, data, n: int):
-        if n == 0:
-            return state
-        body = lambda s, _: (self._step(tx, objective, s, theta, data), None)
-        return jax.lax.scan(body, state, None, length=n)[0]
+        return _iterate(lambda s: self._step(tx, objective, s, theta, data), state, n)
 
     def solve(self, objective: Objective, w0, theta, data):
         tx = self._tx()
@@ -98,10 +110,8 @@ class OptaxSolver:
 
     def unrolled(self, objective: Objective, w0, theta, data, truncate: int | None):
         tx = self._tx()
-        detached = 0 if truncate is None else max(self.steps - truncate, 0)
-        state = self._scan(tx, objective, (w0, tx.init(w0)), theta, data, detached)
-        state = jax.lax.stop_gradient(state) if detached else state
-        return self._scan(tx, objective, state, theta, data, self.steps - detached)[0]
+        step = lambda s: self._step(tx, objective, s, theta, data)
+        return _truncated(step, (w0, tx.init(w0)), self.steps, truncate)[0]
 
 
 @frozen
@@ -155,10 +165,7 @@ class ProxGradient:
         return w0, w0, jnp.ones((), jnp.result_type(float))
 
     def _scan(self, objective, state, theta, data, step, n: int):
-        if n == 0:
-            return state
-        body = lambda s, _: (self._iterate(objective, s, theta, data, step), None)
-        return jax.lax.scan(body, state, None, length=n)[0]
+        return _iterate(lambda s: self._iterate(objective, s, theta, data, step), state, n)
 
     def solve(self, objective: Objective, w0, theta, data):
         step = prox_stepsize(objective, theta, data, self.lr)
@@ -183,11 +190,9 @@ class ProxGradient:
         return state[0], iterations
 
     def unrolled(self, objective: Objective, w0, theta, data, truncate: int | None):
-        step = prox_stepsize(objective, theta, data, self.lr)
-        detached = 0 if truncate is None else max(self.steps - truncate, 0)
-        state = self._scan(objective, self._start(w0), theta, data, step, detached)
-        state = jax.lax.stop_gradient(state) if detached else state
-        return self._scan(objective, state, theta, data, step, self.steps - detached)[0]
+        size = prox_stepsize(objective, theta, data, self.lr)
+        step = lambda s: self._iterate(objective, s, theta, data, size)
+        return _truncated(step, self._start(w0), self.steps, truncate)[0]
 
 
 InnerSolver = OptaxSolver | Exact | ProxGradient
