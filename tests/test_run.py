@@ -113,7 +113,14 @@ ROW0_ERROR = {
     "hypergrad=unrolled inner_solver=gd": 0.8**5,
     "hypergrad=unrolled hypergrad.truncate=2 inner_solver=gd": 0.8**2,
 }
-OPTIONS = [f"{g}={o}" for g in ("inner_solver", "linear_solver", "optimizer") for o in _options(g)] + [
+# ista and fista need a composite objective (the toy's inner problem is smooth):
+# tests/test_fixed_point.py runs them on the lasso and the elastic net
+OPTIONS = [
+    f"{g}={o}"
+    for g in ("inner_solver", "linear_solver", "optimizer")
+    for o in _options(g)
+    if o not in ("ista", "fista")
+] + [
     "hypergrad=implicit",
     "hypergrad=unrolled inner_solver=gd",
     "hypergrad=unrolled hypergrad.truncate=2 inner_solver=gd",
@@ -137,7 +144,10 @@ def test_every_option_runs_and_gets_the_toys_hypergradient(run_job, override):
 def test_every_objective_runs_with_its_recommended_settings(run_job, objective):
     summary, m = run_job(f"objective={objective}", "outer_steps=2")
     assert summary["status"] == "completed" and len(m) == 3
-    assert m["outer_loss"][2] < m["outer_loss"][0]  # its recommended settings learn
+    if objective == "imaml":  # new tasks every step: the outer loss is not comparable across steps
+        assert np.isfinite(m["meta_test_mse"][[0, 2]]).all() and np.isnan(m["meta_test_mse"][1])
+    else:
+        assert m["outer_loss"][2] < m["outer_loss"][0]  # its recommended settings learn
     if "hypergrad_error" in m:  # a closed form: the hypergradient is right
         assert m["hypergrad_error"].max() < 1e-4
 

@@ -23,8 +23,8 @@ REDUCED = {  # one seed, and fewer static groups (each one a compiled program); 
         "objective.n_outer=256",
         "eval_every=1",
     ],  # fmt: skip
-    "distillation": ["hydra.sweeper.params.seed=0", "hydra.sweeper.params.objective.per_class=1,2"],
-    "sparse_regression": ["hydra.sweeper.params.seed=0", "hydra.sweeper.params.objective=lasso,elastic_net"],
+    "distillation": ["seed=0", "objective.per_class=1,2"],
+    "sparse_regression": ["hydra.sweeper.params.seed=0", "hydra.sweeper.params.objective='lasso,elastic_net'"],
     "stochastic_cleaning": [
         "hydra.sweeper.also=[]",
         "seed=1",
