@@ -297,14 +297,14 @@ def check_representable(dynamic: Mapping[str, Any], precision: str) -> None:
 
 def check_compatible(tree: dict, objective) -> None:
     """Choices that are valid alone but not together."""
+    name = tree["objective"].get("name", tree["objective"]["_target_"])
     if tree["batch_size"] is not None and not (objective.inner_samples or objective.outer_samples):
         raise ConfigError(
             "batch_size",
             tree["batch_size"],
-            f"null: objective {tree['objective'].get('name', tree['objective']['_target_'])!r} is not a finite "
-            "sum and runs full batch (finite sums: quadratic_sum, data_cleaning, logreg)",
+            f"null: objective {name!r} is not a finite sum and runs full batch "
+            "(finite sums: quadratic_sum, data_cleaning, logreg)",
         )
-    name = tree["objective"].get("name", tree["objective"]["_target_"])
     if objective.prox is not None and (tree.get("inner_solver", {}).get("name") not in PROX_SOLVERS):
         group = "method" if "method" in tree else "inner_solver"
         where, value = group, tree[group]["name"]
@@ -325,8 +325,7 @@ def check_compatible(tree: dict, objective) -> None:
         raise ConfigError(
             "inner_solver",
             "exact",
-            f"objective {tree['objective'].get('name', tree['objective']['_target_'])!r} has no closed-form "
-            "inner solution; choose an iterative inner solver (gd, adam, lbfgs)",
+            f"objective {name!r} has no closed-form inner solution; choose an iterative inner solver (gd, adam, lbfgs)",
         )
     if hg["name"] == "unrolled":
         if inner.get("tol") is not None and inner["name"] != "exact":
