@@ -183,7 +183,7 @@ def default_metrics(runs: pd.DataFrame) -> list[str]:
     return out
 
 
-STATS = {"mean": ("mean", "std"), "median": ("median", "q20", "q80")}
+STATS = ("mean", "median")  # mean ± std, or median [q20, q80] (summarize)
 
 
 def _q20(x):
@@ -497,7 +497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--by", nargs="*", help="keys to group by; default: the swept keys except seed")
     p.add_argument("--plot", action="store_true", help="write PNG figures")
     p.add_argument("--out", help="where to write results.* and plots; default: the (first) path")
-    p.add_argument("--stat", choices=tuple(STATS), default="mean", help="mean ± std, or median [20 %%, 80 %%]")
+    p.add_argument("--stat", choices=STATS, default="mean", help="mean ± std, or median [20 %%, 80 %%]")
     p.add_argument("--x", choices=tuple(X_AXES), default="step", help="the curves' x axis (default: step)")
     p.add_argument(
         "--best",

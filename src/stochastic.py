@@ -41,7 +41,7 @@ from src.hypergrad import Hypergrad
 from src.inner import InnerInfo
 from src.linsolve import LinsolveInfo
 from src.objectives import Objective
-from src.sampling import Batch, Sampler, SamplerState, Work, count, view
+from src.sampling import Batch, Sampler, SamplerState, Work, sizes, view
 
 Positive = Annotated[float, at.Gt(0)]
 Decay = Annotated[float, at.Interval(ge=0, le=1)]
@@ -68,8 +68,7 @@ class Oracles:
 
     def __init__(self, objective: Objective, data, batch_size: int | None):
         self.objective, self.data = objective, data
-        n_in = count(data, objective.inner_samples) if objective.inner_samples else 1
-        n_out = count(data, objective.outer_samples) if objective.outer_samples else 1
+        n_in, n_out = sizes(objective, data)
         self.inner = Sampler(n_in, batch_size or n_in)
         self.outer = Sampler(n_out, batch_size or n_out)
 
@@ -400,9 +399,7 @@ class F2SA(_SingleLoop):
             jnp.asarray(2 * k, dtype), jnp.asarray(k, dtype), jnp.sum(w_in) * o.inner.n, jnp.sum(w_out) * o.outer.n
         )
         nan = jnp.asarray(jnp.nan, dtype)
-        return self.result(
-            s, dx, _info(k, nan), LinsolveInfo(jnp.asarray(0, jnp.int32), nan, jnp.asarray(True)), work, moved
-        )
+        return self.result(s, dx, _info(k, nan), _lin(0, nan), work, moved)
 
 
 METHODS: dict[str, type] = {m.name: m for m in (SOBA, SABA, AmIGO, StocBiO, F2SA)}
