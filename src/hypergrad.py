@@ -80,7 +80,8 @@ class Implicit:
         # One linearization serves both: the solve uses its w-part, the last VJP its theta-part.
         g, vjp = jax.vjp(grad_w, w_flat, theta)
         x0 = u0 if self.linear_solver.warm_start else jnp.zeros_like(v)
-        u, lin_info = self.linear_solver.solve(lambda x: vjp(x)[0], v, x0)
+        blocks = w.shape[0] if objective.blocks else 1
+        u, lin_info = self.linear_solver.solve(lambda x: vjp(x)[0], v, x0, blocks)
         hg = jax.tree.map(jnp.subtract, dF_dtheta, vjp(u)[1])
         return Hypergrad(w, hg, u, InnerInfo(iterations, jnp.linalg.norm(g)), lin_info)
 

@@ -1,7 +1,7 @@
 """Linear solvers for the implicit system ``H u = v``.
 
 A linear solver is a small frozen object (:mod:`src.frozen`) with one method,
-``solver.solve(matvec, b, x0) -> (x, LinsolveInfo)``, on flat vectors: ``CG(tol,
+``solver.solve(matvec, b, x0, blocks=1) -> (x, LinsolveInfo)``, on flat vectors: ``CG(tol,
 maxiter)``, ``GMRES(tol, maxiter, restart)``, ``BiCGStab(tol, maxiter)``,
 ``Neumann(step_size, maxiter)``, ``Direct()``, ``Identity()``. ``H`` is only reached
 through ``matvec`` (a Hessian-vector product) except by ``Direct``, which materializes
@@ -9,6 +9,9 @@ it. Tolerances and step sizes are traced leaves (they can differ inside one vmap
 batch); ``maxiter``, ``restart`` and ``warm_start`` (start from the previous outer
 step's solution) are static. Their values have no defaults here: those live in
 ``conf/linear_solver/*.yaml``. ``symmetric_only``: the solver needs a symmetric ``H``.
+``blocks``: ``H`` is block diagonal with that many equal blocks (iMAML's tasks); CG then
+runs one recurrence per block (each block converges at its own rate), the other solvers
+solve the whole system, which has the same solution.
 
 The Krylov solvers are written here as ``lax.while_loop``s rather than taken from
 ``jax.scipy.sparse.linalg`` (which returns no iteration count) or lineax (whose
@@ -52,25 +55,33 @@ def _div(a, b):
     return jnp.where(b == 0, 0, a / safe)
 
 
-def _cg(matvec: Matvec, b, x0, *, tol, maxiter: int):
-    """Conjugate gradients for symmetric positive definite ``H``."""
-    thresh = tol**2 * jnp.vdot(b, b)
-    r = b - matvec(x0)
+def _cg(matvec: Matvec, b, x0, *, tol, maxiter: int, blocks: int = 1):
+    """Conjugate gradients for symmetric positive definite ``H``. With ``blocks > 1``, ``H``
+    is block diagonal (``blocks`` equal blocks along ``b``): one CG per block, each with its
+    own step sizes and its own stopping test ``||r_i|| <= tol ||b_i||``, run side by side
+    (one matvec applies every block); a block that has converged stays where it is."""
+    shape = b.shape
+    mv = lambda x: matvec(x.reshape(shape)).reshape(blocks, -1)
+    b, x0 = b.reshape(blocks, -1), x0.reshape(blocks, -1)
+    dot = lambda a, c: jnp.sum(a * c, axis=-1, keepdims=True)
+    thresh = tol**2 * dot(b, b)
+    r = b - mv(x0)
 
     def cond(c):
         k, _, _, _, rs = c
-        return (k < maxiter) & (rs > thresh)
+        return (k < maxiter) & jnp.any(rs > thresh)
 
     def body(c):
         k, x, r, p, rs = c
-        Ap = matvec(p)
-        alpha = rs / jnp.vdot(p, Ap)  # p != 0 while rs > thresh >= 0; p'Hp = 0 only if H is singular
+        Ap = mv(p)
+        # p != 0 while rs > thresh >= 0; p'Hp = 0 only if H is singular (then: no step)
+        alpha = jnp.where(rs > thresh, _div(rs, dot(p, Ap)), 0)
         x, r = x + alpha * p, r - alpha * Ap
-        rs_new = jnp.vdot(r, r)
-        return k + 1, x, r, r + (rs_new / rs) * p, rs_new
+        rs_new = dot(r, r)
+        return k + 1, x, r, r + _div(rs_new, rs) * p, rs_new
 
-    k, x, _, _, rs = jax.lax.while_loop(cond, body, (0, x0, r, r, jnp.vdot(r, r)))
-    return x, k, rs <= thresh, jnp.sqrt(rs)
+    k, x, _, _, rs = jax.lax.while_loop(cond, body, (0, x0, r, r, dot(r, r)))
+    return x.reshape(shape), k, jnp.all(rs <= thresh), jnp.sqrt(jnp.sum(rs))
 
 
 def _bicgstab(matvec: Matvec, b, x0, *, tol, maxiter: int):
@@ -176,7 +187,7 @@ class _Krylov:
     warm_start: bool = static(False)
     algorithm: ClassVar[Callable]
 
-    def solve(self, matvec: Matvec, b, x0):
+    def solve(self, matvec: Matvec, b, x0, blocks: int = 1):
         return _info(matvec, b, *type(self).algorithm(matvec, b, x0, tol=self.tol, maxiter=self.maxiter))
 
 
@@ -186,6 +197,9 @@ class CG(_Krylov):
 
     symmetric_only: ClassVar[bool] = True
     algorithm: ClassVar[Callable] = staticmethod(_cg)
+
+    def solve(self, matvec: Matvec, b, x0, blocks: int = 1):
+        return _info(matvec, b, *_cg(matvec, b, x0, tol=self.tol, maxiter=self.maxiter, blocks=blocks))
 
 
 @frozen
@@ -206,7 +220,7 @@ class GMRES:
     warm_start: bool = static(False)
     symmetric_only: ClassVar[bool] = False
 
-    def solve(self, matvec: Matvec, b, x0):
+    def solve(self, matvec: Matvec, b, x0, blocks: int = 1):
         return _info(matvec, b, *_gmres(matvec, b, x0, tol=self.tol, maxiter=self.maxiter, restart=self.restart))
 
 
@@ -219,7 +233,7 @@ class Neumann:
     warm_start: bool = static(False)
     symmetric_only: ClassVar[bool] = False
 
-    def solve(self, matvec: Matvec, b, x0):
+    def solve(self, matvec: Matvec, b, x0, blocks: int = 1):
         return _info(matvec, b, *_neumann(matvec, b, x0, maxiter=self.maxiter, step_size=self.step_size))
 
 
@@ -230,7 +244,7 @@ class Direct:
     warm_start: ClassVar[bool] = False
     symmetric_only: ClassVar[bool] = False
 
-    def solve(self, matvec: Matvec, b, x0):
+    def solve(self, matvec: Matvec, b, x0, blocks: int = 1):
         return _info(matvec, b, *_direct(matvec, b, x0))
 
 
@@ -238,7 +252,7 @@ class Direct:
 class Identity(Direct):
     """``H`` replaced by the identity (the Jacobian-free approximation)."""
 
-    def solve(self, matvec: Matvec, b, x0):
+    def solve(self, matvec: Matvec, b, x0, blocks: int = 1):
         return _info(matvec, b, *_identity(matvec, b, x0))
 
 

@@ -21,7 +21,7 @@ def _setup(*overrides):
 
 
 def test_hypergradient_is_imamls_formula():
-    """Implicit differentiation (CG on the joint block-diagonal system) against
+    """Implicit differentiation (CG block by block on the tasks' systems) against
     mean_i (I + H_i / lam)^{-1} grad MSE_eval_i(phi_i), H_i the Hessian of task i's
     adaptation loss at phi_i, with dense per-task solves (float64)."""
     with jax.enable_x64(True):
@@ -42,6 +42,8 @@ def test_hypergradient_is_imamls_formula():
             g = jax.grad(lambda p, i=i: objective.outer_loss(jnp.zeros_like(r.w).at[i].set(p - theta), theta, d))(phi)
             expected = expected + jnp.linalg.solve(jnp.eye(phi.size) + H / lam, g)
         np.testing.assert_allclose(r.grad, expected, rtol=1e-6, atol=1e-10)
+        # the reference of hypergrad_error: a separate CG per task, to 1e-10
+        np.testing.assert_allclose(objective.hypergrad_at(r.w, theta, d), expected, rtol=1e-6, atol=1e-10)
 
 
 def test_tasks_change_every_step_and_reproduce():
@@ -57,3 +59,17 @@ def test_tasks_change_every_step_and_reproduce():
     d0 = objective.resample(jax.random.fold_in(jax.random.key(0), 0), data)
     d1 = objective.resample(jax.random.fold_in(jax.random.key(0), 1), data)
     assert not np.allclose(d0["x_adapt"], d1["x_adapt"])
+
+
+def test_recommended_settings_lower_the_meta_test_mse():
+    """conf/objective/imaml.yaml's settings (tanh, lam=10, 20 adaptation steps of 0.003,
+    outer Adam 0.001): after 500 of the default 2,000 outer steps the post-adaptation MSE on
+    the held-out tasks is below 0.7 of theta_0's (measured: 3.36 -> 1.39; 0.44 at 2,000),
+    every per-task CG converged, and the hypergradient matches the per-task reference."""
+    run, objective, data = _setup("outer_steps=500", "eval_every=250")
+    go = jax.jit(make_run(objective, 500, None, 250))
+    m = jax.tree.map(np.asarray, go(build_method(run.tree), data, jax.random.key(0))).metrics
+    first, last = m["meta_test_mse"][0], m["meta_test_mse"][500]
+    assert 2.5 < first < 4.5 and last < 0.7 * first
+    assert m["linsolve_converged"].mean() > 0.9
+    assert np.nanmax(m["hypergrad_error"]) < 1e-3

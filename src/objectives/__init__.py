@@ -51,6 +51,10 @@ class Objective(NamedTuple):
     adjoint: Callable[[Any, Data], Any] | None = None
     """Closed-form ``v*(theta) = -H^{-1} d_w F`` at the inner solution (the variable that
     single-loop methods track); else solved (:mod:`src.reference`)."""
+    blocks: bool = False
+    """The inner variable is one array whose leading axis indexes independent blocks,
+    ``G = sum_i G_i(w_i, theta)`` (iMAML's tasks): the Hessian is block diagonal, and CG
+    solves the implicit system block by block (:mod:`src.linsolve`)."""
     symmetric: bool = True
     """Whether the implicit system is symmetric (gradient-based inner problems are)."""
     randomness: str = ""

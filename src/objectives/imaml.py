@@ -29,6 +29,8 @@ import numpy as np
 from src.objectives import Objective
 
 HIDDEN = 40
+REFERENCE_TOL = 1e-10  # the per-task CG of the reference hypergradient (hypergrad_error)
+REFERENCE_MAXITER = 500
 
 
 def _shapes():
@@ -52,8 +54,8 @@ def make(
     tasks: Annotated[int, at.Ge(1)] = 10,
     shots: Annotated[int, at.Ge(1)] = 10,
     test_tasks: Annotated[int, at.Ge(1)] = 100,
-    adapt_steps: Annotated[int, at.Ge(1)] = 5,
-    activation: Literal["tanh", "relu"] = "relu",
+    adapt_steps: Annotated[int, at.Ge(1)] = 20,
+    activation: Literal["tanh", "relu"] = "tanh",
 ) -> Objective:
     act = jnp.tanh if activation == "tanh" else jax.nn.relu
 
@@ -74,7 +76,7 @@ def make(
     def mse(params, x, y):
         return jnp.mean((predict(params, x) - y) ** 2)
 
-    def data(seed: int, lam: Annotated[float, at.Gt(0)] = 1.0, adapt_lr: Annotated[float, at.Gt(0)] = 0.01):
+    def data(seed: int, lam: Annotated[float, at.Gt(0)] = 10.0, adapt_lr: Annotated[float, at.Gt(0)] = 0.003):
         rng = np.random.default_rng(seed)
         W = [rng.standard_normal(s) * (np.sqrt(2.0 / s[0]) if len(s) == 2 else 0.0) for s in _shapes()]
         test = _draw(lambda shape, lo, hi: rng.uniform(lo, hi, shape), test_tasks, shots)
@@ -112,6 +114,22 @@ def make(
         delta = jax.lax.scan(step, jnp.zeros_like(theta), None, length=adapt_steps)[0]
         return mse(theta + delta, x_e, y_e)
 
+    def hypergrad_at(delta, theta, d):
+        """The reference for ``hypergrad_error``: at the computed ``delta``, per task, CG to
+        ``REFERENCE_TOL`` (or ``REFERENCE_MAXITER`` steps) on ``(H_i + lam I) u_i = grad MSE_eval_i``
+        (a separate jax.scipy solve per task), then the mean of ``d_theta MSE_eval_i -
+        (d_theta grad G_i)^T u_i`` (= ``lam u_i`` when ``delta_i`` is the exact minimizer)."""
+
+        def task(dl, x_a, y_a, x_e, y_e):
+            grad_dl = lambda dl_, th: jax.grad(task_inner)(dl_, th, x_a, y_a, d["lam"])
+            g_eval = jax.grad(lambda dl_, th: mse(th + dl_, x_e, y_e), argnums=(0, 1))(dl, theta)
+            _, vjp = jax.vjp(grad_dl, dl, theta)
+            u = jax.scipy.sparse.linalg.cg(lambda x: vjp(x)[0], g_eval[0], tol=REFERENCE_TOL, maxiter=REFERENCE_MAXITER)[0]
+            return g_eval[1] - vjp(u)[1]
+
+        per_task = jax.vmap(task)(delta, d["x_adapt"], d["y_adapt"], d["x_eval"], d["y_eval"])
+        return jnp.mean(per_task, axis=0)
+
     def metrics(delta, theta, d):
         tests = (d["test_x_adapt"], d["test_y_adapt"], d["test_x_eval"], d["test_y_eval"])
         per_task = jax.vmap(adapted_mse, in_axes=(None, 0, 0, 0, 0, None, None))(theta, *tests, d["lam"], d["adapt_lr"])
@@ -124,4 +142,6 @@ def make(
         metrics=metrics,
         randomness="the initial weights and the held-out tasks (the training tasks come from the job's key)",
         resample=resample,
+        hypergrad_at=hypergrad_at,
+        blocks=True,
     )
