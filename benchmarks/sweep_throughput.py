@@ -1,7 +1,7 @@
 """Sweep throughput: the batched launcher vs Hydra's basic launcher on logreg.
 
 Each sweep is a whole ``python -m src.train -m ...`` process (learning rates x 8 seeds,
-100 outer steps, logreg's recommended inner solver), run after one warm-up run of the
+100 outer steps, gd with 100 fixed inner steps of 0.2), run after one warm-up run of the
 same command so that both launchers find JAX's persistent compilation cache warm. Prints
 wall times, ratios, each launcher's marginal cost per job (slope of wall time against job
 count), and for the batched launcher the per-job share of the bare vmapped computation
@@ -39,6 +39,9 @@ def sweep_args(n_jobs: int, wandb: str = "disabled", mode_override: str = "wandb
     lrs = np.geomspace(1e-3, 0.3, n_jobs // SEEDS)
     return [
         "objective=logreg",
+        "inner_solver=gd",  # 100 fixed steps of 0.2, as when the README's figures were measured
+        "inner_solver.lr=0.2",
+        "inner_solver.tol=null",
         f"{mode_override}={wandb}",
         "lr=" + ",".join(f"{x:.6g}" for x in lrs),
         "seed=" + ",".join(str(s) for s in range(SEEDS)),

@@ -19,7 +19,10 @@ import pandas as pd
 from tests.conftest import ROOT
 
 # three groups (one batch each) of a few seconds each: a Ctrl-C lands while one runs or compiles
-LONG = ("objective=logreg", "lr=0.01,0.02", "seed=0,1", "inner_solver.steps=20,40,60", "outer_steps=1000")
+LONG = (
+    "objective=logreg", "inner_solver=gd", "inner_solver.tol=null",
+    "lr=0.01,0.02", "seed=0,1", "inner_solver.steps=20,40,60", "outer_steps=1000",
+)  # fmt: skip
 
 
 def _marked(marker: str) -> list[int]:

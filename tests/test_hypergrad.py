@@ -148,7 +148,8 @@ def test_block_cg_solves_each_block_to_its_own_tolerance():
         keys = jax.random.split(jax.random.key(0), 3)
         A = [jax.random.normal(k, (20, 20)) for k in keys]
         spectra = [jnp.linspace(1, 10, 20), jnp.linspace(1e-3, 10, 20), jnp.linspace(1, 2, 20)]
-        H = jnp.stack([Q @ jnp.diag(s) @ Q.T for Q, s in zip((jnp.linalg.qr(a)[0] for a in A), spectra)])
+        Qs = [jnp.linalg.qr(a)[0] for a in A]
+        H = jnp.stack([Q @ jnp.diag(s) @ Q.T for Q, s in zip(Qs, spectra, strict=True)])
         b = jnp.stack([jnp.ones(20), 1e-3 * jnp.arange(20.0), jnp.ones(20)])
         matvec = lambda x: jnp.einsum("bij,bj->bi", H, x.reshape(3, 20)).reshape(-1)
         tol = 1e-6

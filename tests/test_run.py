@@ -140,16 +140,26 @@ def test_every_option_runs_and_gets_the_toys_hypergradient(run_job, override):
     assert m["theta"][2] < m["theta"][0]  # two outer steps down the hypergradient
 
 
-@pytest.mark.parametrize("objective", _options("objective"))
-def test_every_objective_runs_with_its_recommended_settings(run_job, objective):
-    summary, m = run_job(f"objective={objective}", "outer_steps=2")
-    assert summary["status"] == "completed" and len(m) == 3
-    if objective == "imaml":  # new tasks every step: the outer loss is not comparable across steps
-        assert np.isfinite(m["meta_test_mse"][[0, 2]]).all() and np.isnan(m["meta_test_mse"][1])
-    else:
-        assert m["outer_loss"][2] < m["outer_loss"][0]  # its recommended settings learn
-    if "hypergrad_error" in m:  # a closed form: the hypergradient is right
-        assert m["hypergrad_error"].max() < 1e-4
+# Objectives with a convex inner problem or a closed form, and how many outer steps of
+# their recommended settings to check (the default run's first 30: logreg's 100 gd inner
+# steps of before already missed by 0.02 at step 20); the others get a reference from 5
+# Newton steps. imaml is checked in tests/test_imaml.py (its reference is a per-task CG).
+ACCURATE = {o: 30 for o in _options("objective") if o != "imaml"}
+CLOSED_FORM = {"toy", "quadratic", "quadratic_sum", "ridge", "lasso", "elastic_net"}
+
+
+@pytest.mark.parametrize("objective", sorted(ACCURATE))
+def test_recommended_settings_learn_with_accurate_hypergradients(run_job, objective):
+    """Every step of the recommended settings has hypergrad_error < 1e-2 (measured over the
+    whole default run, reference_newton_steps=5 where there is no closed form: logreg 3.7e-3,
+    ridge 1.0e-3, quadratic 1.7e-3, data_cleaning 1.2e-3, the others below 2e-4), and the
+    outer loss goes down."""
+    steps = f"outer_steps={ACCURATE[objective]}"
+    reference = [] if objective in CLOSED_FORM else ["reference_newton_steps=5"]
+    summary, m = run_job(f"objective={objective}", steps, *reference)
+    assert summary["status"] == "completed" and len(m) == ACCURATE[objective] + 1
+    assert m["outer_loss"].iloc[-1] < m["outer_loss"][0]  # its recommended settings learn
+    assert m["hypergrad_error"].notna().all() and m["hypergrad_error"].max() < 1e-2
 
 
 def test_a_tolerance_stops_the_inner_solver_early(run_job):
@@ -160,7 +170,8 @@ def test_a_tolerance_stops_the_inner_solver_early(run_job):
 
 
 def test_linear_solver_warm_start_and_a_solve_cut_at_maxiter(run_job):
-    common = ("objective=logreg", "outer_steps=10", "precision=float64", "linear_solver.tol=1e-4")
+    common = ("objective=logreg", "outer_steps=10", "precision=float64", "linear_solver.tol=1e-4",
+              "inner_solver=gd", "inner_solver.steps=100", "inner_solver.lr=0.2", "inner_solver.tol=null")  # fmt: skip
     _, cold = run_job(*common)
     _, warm = run_job(*common, "linear_solver.warm_start=true")
     # measured: cold 7, 7, 8, 8, 9, 9, 9, 10, 11, 11, 13 iterations; warm 7, 6, 6, 6, 6, 7, ...
