@@ -24,6 +24,7 @@ REDUCED = {  # one seed, and fewer static groups (each one a compiled program); 
         "eval_every=1",
     ],  # fmt: skip
     "distillation": ["seed=0", "objective.per_class=1,2"],
+    "imaml": ["seed=0", "objective.lam=5,10", "objective.test_tasks=10"],
     "sparse_regression": ["hydra.sweeper.params.seed=0", "hydra.sweeper.params.objective='lasso,elastic_net'"],
     "stochastic_cleaning": [
         "hydra.sweeper.also=[]",

@@ -124,7 +124,9 @@ def make(
             grad_dl = lambda dl_, th: jax.grad(task_inner)(dl_, th, x_a, y_a, d["lam"])
             g_eval = jax.grad(lambda dl_, th: mse(th + dl_, x_e, y_e), argnums=(0, 1))(dl, theta)
             _, vjp = jax.vjp(grad_dl, dl, theta)
-            u = jax.scipy.sparse.linalg.cg(lambda x: vjp(x)[0], g_eval[0], tol=REFERENCE_TOL, maxiter=REFERENCE_MAXITER)[0]
+            u = jax.scipy.sparse.linalg.cg(
+                lambda x: vjp(x)[0], g_eval[0], tol=REFERENCE_TOL, maxiter=REFERENCE_MAXITER
+            )[0]
             return g_eval[1] - vjp(u)[1]
 
         per_task = jax.vmap(task)(delta, d["x_adapt"], d["y_adapt"], d["x_eval"], d["y_eval"])
