@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from src import interrupts
+from src.checkpoints import BatchCheckpoint
 from src.config import RunConfig, build_method, objective_of
 from src.files import clear_results
 from src.plan import Job, batch_shape, data_groups, job_data
@@ -127,6 +128,8 @@ def run_batch(
     writer=None,
     programs: Programs | None = None,
     clock: Clock | None = None,
+    checkpoints: bool = False,
+    checkpoint_every_s: float | None = None,
 ) -> list[dict]:
     """Run jobs with one static config as one vmapped program; write and return summaries.
 
@@ -135,7 +138,9 @@ def run_batch(
     ``src.plan.plan_batches``); with several devices it is laid out flat, padded to as
     many members and to a multiple of the device count, and sharded over them.
     ``programs`` holds the compiled programs (reused across batches), ``clock`` gets the
-    time of each phase."""
+    time of each phase. ``checkpoints``: a chunked batch saves its state at chunk boundaries
+    when stopped and every ``checkpoint_every_s`` seconds, and an attempt that finds its
+    checkpoint resumes from it (:mod:`src.checkpoints`)."""
     import jax
 
     from src.bilevel import make_run, make_stepper
@@ -170,6 +175,11 @@ def run_batch(
         )
         stepper = _on_dynamic(make_stepper(*core))
         steps = stepper.steps
+        checkpoint = None
+        if checkpoints:
+            layout = (shape or batch_shape(jobs), chunk, jax.device_count(), precision)
+            checkpoint = BatchCheckpoint.for_batch(jobs, layout, checkpoint_every_s)
+            checkpoint.start()
         if not chunk or chunk >= steps:
             run = make_run(*core)
             fn = vmap(lambda d, key: run(d["method"], d["data"], key), 0)
@@ -180,7 +190,9 @@ def run_batch(
             if on_steps:
                 on_steps(steps)
         else:
-            result, compile_s, run_s = _run_chunked(programs, static, stepper, dynamic, keys, chunk, on_steps, vmap)
+            result, compile_s, run_s = _run_chunked(
+                programs, static, stepper, dynamic, keys, chunk, on_steps, vmap, checkpoint
+            )
         if shared:  # back from the (datasets, M) grid to one entry per job
             result = jax.tree.map(lambda x: np.asarray(x)[where[:, 0], where[:, 1]], result)
         else:
@@ -194,7 +206,12 @@ def run_batch(
             interrupts.check()  # a stop whose exception was dropped: no more files (src.interrupts)
             info = {"size": size, "index": i, "run_s": run_s, "compile_s": compile_s, **(batch_info or {})}
             member = jax.tree.map(lambda x, i=i: x[i], result)
-            summaries.append(write_job(job, member, compile_s, run_s / size, info, writer))
+            resumed = {"attempts": 1, "resumed_from_step": 0}
+            if checkpoint is not None:
+                resumed = {"attempts": checkpoint.attempts, "resumed_from_step": checkpoint.resumed_from_step}
+            summaries.append(write_job(job, member, compile_s, run_s / size, info, writer, resumed))
+    if checkpoint is not None:
+        checkpoint.remove()  # the batch is complete
     return summaries
 
 
@@ -207,8 +224,10 @@ def _on_dynamic(stepper):
     )
 
 
-def _run_chunked(programs: Programs, static, stepper, dynamic, keys, chunk: int, on_steps, vmap):
-    """The same loop in chunks of ``chunk`` outer steps, with progress between chunks."""
+def _run_chunked(programs: Programs, static, stepper, dynamic, keys, chunk: int, on_steps, vmap, checkpoint=None):
+    """The same loop in chunks of ``chunk`` outer steps, with progress between chunks; with a
+    ``checkpoint`` (:class:`src.checkpoints.BatchCheckpoint`), resumed from it and saved at
+    chunk boundaries (periodically, and when a stop ends the loop)."""
     import jax
     import jax.numpy as jnp
 
@@ -224,16 +243,34 @@ def _run_chunked(programs: Programs, static, stepper, dynamic, keys, chunk: int,
         compile_s += seconds
     finish, seconds = programs.get("finish", static, vmap(stepper.finish, 1), carry, dynamic)
     compile_s += seconds
-    t1 = time.perf_counter()
-    rows = []
-    for n, phase in shapes:
-        carry, chunk_rows = advance[n, phase](carry, dynamic)
-        rows.append(wait_ready(chunk_rows))
-        interrupts.check()  # a stop whose exception was dropped: no further chunk
+    # (chunks done, carry after them, their rows): replaced in one assignment, so that a
+    # stop arriving anywhere leaves a consistent state to save
+    progress = (0, carry, ())
+    loaded = checkpoint.load(carry) if checkpoint is not None else None
+    if loaded is not None:
+        progress = (loaded[0], loaded[1], tuple(loaded[2]))
         if on_steps:
-            on_steps(n)
-    last = finish(carry, dynamic)
+            on_steps(sum(sizes[: loaded[0]]))
+    saved = progress[0]
+    t1 = time.perf_counter()
+    try:
+        for k in range(progress[0], len(shapes)):
+            n, phase = shapes[k]
+            new_carry, chunk_rows = advance[n, phase](progress[1], dynamic)
+            progress = (k + 1, new_carry, (*progress[2], wait_ready(chunk_rows)))
+            interrupts.check()  # a stop whose exception was dropped: no further chunk
+            if on_steps:
+                on_steps(n)
+            if checkpoint is not None and progress[0] < len(shapes) and checkpoint.due():
+                checkpoint.save(progress[0], sum(sizes[: progress[0]]), progress[1], list(progress[2]))
+                saved = progress[0]
+    except BaseException:
+        if checkpoint is not None and progress[0] > saved:  # stopped (or failed): keep what is done
+            with interrupts.deferred():
+                checkpoint.save(progress[0], sum(sizes[: progress[0]]), progress[1], list(progress[2]))
+        raise
+    last = finish(progress[1], dynamic)
     axis = jax.tree.leaves(keys)[0].ndim  # the step axis follows the batch axes
-    metrics = jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=axis), *rows, last.metrics)
+    metrics = jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=axis), *progress[2], last.metrics)
     result = wait_ready(last._replace(metrics=metrics))
     return result, compile_s, time.perf_counter() - t1

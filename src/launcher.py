@@ -268,6 +268,7 @@ def launch_batched(launcher, job_overrides: Sequence[Sequence[str]], initial_job
             sweep_dir=composer.sweep_dir,
             stats=stats,
             append_summary=initial_job_idx > 0,
+            checkpoint_every_s=launcher.checkpoint_every_s,
         )
     else:
         from src.executors import run_on_submitit

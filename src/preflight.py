@@ -39,6 +39,7 @@ class LauncherRanges(BaseModel):
     gpus_per_task: Some | None = None
     cpus_per_gpu: Count | None = None
     mem_gb: Count | None = None
+    checkpoint_every_s: Annotated[float, at.Gt(0)] | None = None
 
 
 def refuse(message: str) -> None:

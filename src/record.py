@@ -11,9 +11,10 @@ from src.files import clear_results, provenance, write_json, write_metrics, writ
 from src.plan import Job
 
 
-def write_job(job: Job, result, compile_s: float, run_s: float, batch: dict, writer=None) -> dict:
+def write_job(job: Job, result, compile_s: float, run_s: float, batch: dict, writer=None, resumed=None) -> dict:
     """Write one job's metrics, params and summary (last), hand them to the wandb writer,
-    and return the summary."""
+    and return the summary. ``resumed``: the batch's ``attempts`` and the step its last
+    attempt resumed from (``resumed_from_step``, 0 when it ran in one go)."""
     out = Path(job.out_dir)
     diverged = int(result.diverged)
     metrics = dict(result.metrics)
@@ -34,6 +35,7 @@ def write_job(job: Job, result, compile_s: float, run_s: float, batch: dict, wri
         "compile_s": compile_s,
         "run_s": run_s,
         "batch": batch,
+        **(resumed or {"attempts": 1, "resumed_from_step": 0}),
         "seed": job.run.seed,
         "precision": job.run.precision,
         "objective": job.run.tree["objective"].get("name"),

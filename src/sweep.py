@@ -16,6 +16,7 @@ from pathlib import Path
 
 from src import interrupts
 from src.batching import run_batch
+from src.checkpoints import DEFAULT_EVERY_S
 from src.config import ConfigError, flatten, validate
 from src.files import (
     complete_result,
@@ -119,6 +120,7 @@ def run_sweep(
     append_summary: bool = False,
     handle_signals: bool = True,
     programs: Programs | None = None,
+    checkpoint_every_s: float | None = DEFAULT_EVERY_S,
 ) -> list:
     """Run ``(config, output_dir, overrides)`` entries; returns each job's final outer loss
     (or the exception that stopped its batch), in order.
@@ -127,12 +129,15 @@ def run_sweep(
     signal handlers to the caller: how a batch runs under submitit, which owns them and
     requeues (``src.executors.BatchTask`` keeps submitit's handler and records it).
     ``programs``: compiled programs to reuse (a launcher keeps them across the launches of
-    one multirun)."""
+    one multirun). A batch run in chunks checkpoints when stopped and every
+    ``checkpoint_every_s`` seconds (None: only when stopped), and resumes from its
+    checkpoint (:mod:`src.checkpoints`)."""
     programs = programs if programs is not None else Programs()
     with interrupts.recorded_signals() if handle_signals else contextlib.nullcontext():
         return _sweep(
-            entries, max_batch_size, resume, sweep_dir, stats, validated, summary_file, append_summary, programs
-        )
+            entries, max_batch_size, resume, sweep_dir, stats, validated, summary_file, append_summary, programs,
+            checkpoint_every_s,
+        )  # fmt: skip
 
 
 class Diverged:
@@ -193,8 +198,9 @@ def plan_sweep(entries, runs, resume: bool, max_batch_size: int) -> Sweep:
 
 
 def _sweep(
-    entries, max_batch_size, resume, sweep_dir, stats, validated, summary_file, append_summary, programs
-) -> list:
+    entries, max_batch_size, resume, sweep_dir, stats, validated, summary_file, append_summary, programs,
+    checkpoint_every_s,
+) -> list:  # fmt: skip
     from src.programs import enable_compilation_cache
 
     t0, clock, built = time.perf_counter(), Clock(), programs.built
@@ -224,7 +230,7 @@ def _sweep(
     try:
         writer = WandbWriter(settings, workers=2 if len(pending) > 1 else 0)
         writer.plan([(jobs[i].out_dir, *wandb_config(jobs[i])) for _, members, _ in sweep.batches for i in members])
-        _run_batches(sweep, writer, programs, clock)
+        _run_batches(sweep, writer, programs, clock, checkpoint_every_s)
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: keep what completed, say how to resume
         with interrupts.deferred():
             for k, summary in resumed([jobs[i] for i in pending], True).items():  # written before the stop
@@ -236,7 +242,8 @@ def _sweep(
             kept = sum(s is not None for s in sweep.summaries)
             print(
                 f"Interrupted: {kept} of {len(jobs)} jobs have complete results, kept. "
-                "Rerun the same command to resume: completed jobs are skipped.",
+                "Rerun the same command to resume: completed jobs are skipped"
+                + (", a batch run in chunks goes on from its checkpoint." if _chunked(sweep) else "."),
                 file=sys.stderr,
             )
         raise interrupts.Interrupted(str(exc)) from None
@@ -305,7 +312,11 @@ def write_sweep_summary(path: Path, jobs, summaries, results, append: bool = Fal
     write_json(path, new)
 
 
-def _run_batches(sweep: Sweep, writer, programs: Programs, clock: Clock) -> None:
+def _chunked(sweep: Sweep) -> bool:
+    return any(sweep.jobs[i].run.tree.get("chunk_steps") for i in sweep.pending)
+
+
+def _run_batches(sweep: Sweep, writer, programs: Programs, clock: Clock, checkpoint_every_s=DEFAULT_EVERY_S) -> None:
     """The in-process execute stage: one batch after another, each job's files and wandb
     run recorded as its batch ends (``src.batching.run_batch``)."""
     from src.progress import SweepProgress
@@ -321,7 +332,15 @@ def _run_batches(sweep: Sweep, writer, programs: Programs, clock: Clock) -> None
             try:
                 batch = [jobs[i] for i in members]
                 done = run_batch(
-                    batch, on_steps=advance, batch_info=info, shape=shape, writer=writer, programs=programs, clock=clock
+                    batch,
+                    on_steps=advance,
+                    batch_info=info,
+                    shape=shape,
+                    writer=writer,
+                    programs=programs,
+                    clock=clock,
+                    checkpoints=True,
+                    checkpoint_every_s=checkpoint_every_s,
                 )
             except Exception as exc:  # noqa: BLE001 - the batch's jobs fail, the sweep goes on
                 interrupts.check(cause=exc)  # a signal's exception that a library turned into its own

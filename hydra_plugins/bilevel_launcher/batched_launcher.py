@@ -31,6 +31,9 @@ class BatchedLauncherConf:
     resume: bool = True  # skip jobs whose complete results were produced by the same config
     overwrite: bool = False  # rerun jobs whose directories hold results of other settings (else refused)
     executor: Executor = Executor.local
+    # a batch run in chunks (chunk_steps) saves its state this often, and when it is stopped
+    # (Ctrl-C, SIGTERM, SLURM's USR2); its next attempt goes on from there. null: only when stopped
+    checkpoint_every_s: float | None = 300.0
     # executor=submitit_*: each batch is one submitit job. Names and defaults as
     # hydra-submitit-launcher's; a batch is one task on one node.
     submitit_folder: str = "${hydra.sweep.dir}/.submitit/%j"
@@ -68,9 +71,16 @@ ConfigStore.instance().store(
 
 class BatchedLauncher(Launcher):
     def __init__(
-        self, max_batch_size: int = 1024, resume: bool = True, overwrite: bool = False, executor="local", **submitit
+        self,
+        max_batch_size: int = 1024,
+        resume: bool = True,
+        overwrite: bool = False,
+        executor="local",
+        checkpoint_every_s: float | None = 300.0,
+        **submitit,
     ) -> None:
         self.max_batch_size = max_batch_size
+        self.checkpoint_every_s = checkpoint_every_s
         self.resume, self.overwrite = resume, overwrite
         self.executor = getattr(executor, "value", executor)
         self.submitit = submitit  # executor options, used when executor is submitit_*

@@ -1,0 +1,142 @@
+"""Mid-batch checkpoints (src/checkpoints.py): a batch run in chunks and stopped part-way
+goes on from its last chunk boundary, and ends bit for bit where an uninterrupted run does."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.conftest import ROOT, compose
+
+# two jobs, one batch, 4 chunks of 10 steps; gd with fixed steps
+SETTINGS = ("objective=logreg", "inner_solver=gd", "inner_solver.tol=null", "inner_solver.steps=20",
+            "outer_steps=40", "chunk_steps=10")  # fmt: skip
+
+
+SLOW = (*SETTINGS[:3], "inner_solver.steps=2000", *SETTINGS[4:])  # ~0.4 s a chunk: time to kill it
+
+
+def _entries(folder, settings=SETTINGS, lrs=(0.05, 0.1)):
+    return [(compose(*settings, f"lr={lr}"), folder / str(i), (*settings, f"lr={lr}")) for i, lr in enumerate(lrs)]
+
+
+def _same(a, b):
+    """Bit for bit: every metric column and the final theta and w."""
+    ma, mb = pd.read_parquet(a / "metrics.parquet"), pd.read_parquet(b / "metrics.parquet")
+    assert list(ma.columns) == list(mb.columns) and len(ma) == len(mb) == 41
+    for column in ma.columns:
+        np.testing.assert_array_equal(ma[column].to_numpy(), mb[column].to_numpy(), err_msg=column)
+    pa, pb = np.load(a / "params.npz"), np.load(b / "params.npz")
+    for key in pa.files:
+        np.testing.assert_array_equal(pa[key], pb[key])
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    from src.sweep import run_sweep
+
+    out = tmp_path_factory.mktemp("reference")
+    run_sweep(_entries(out), sweep_dir=out)
+    return out
+
+
+def test_a_batch_stopped_mid_run_resumes_from_its_checkpoint_bit_for_bit(tmp_path, reference, monkeypatch):
+    """Ctrl-C (or SIGTERM) during the third chunk: the state after two chunks is saved, no
+    job has result files; the rerun loads it, runs the last two chunks only, and every
+    metric and parameter equals the uninterrupted run's; the checkpoint is then removed."""
+    import src.batching
+    from src.sweep import run_sweep
+
+    out = tmp_path / "sweep"
+    waits, wait_ready = [], src.batching.wait_ready
+
+    def stopped_in_third_chunk(tree):
+        waits.append(1)
+        if len(waits) == 3:
+            raise KeyboardInterrupt("Ctrl-C")
+        return wait_ready(tree)
+
+    monkeypatch.setattr(src.batching, "wait_ready", stopped_in_third_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(_entries(out), sweep_dir=out)
+    (saved,) = (out / ".checkpoints").glob("*.npz")
+    assert not (out / "0" / "summary.json").exists() and not (out / "1" / "metrics.parquet").exists()
+    with np.load(saved) as f:
+        assert json.loads(bytes(f["meta"]).decode()) == {"chunks": 2, "steps": 20, "rows": 2, "attempts": 1}
+
+    monkeypatch.setattr(src.batching, "wait_ready", wait_ready)
+    waits.clear()
+    monkeypatch.setattr(src.batching, "wait_ready", lambda tree: (waits.append(1), wait_ready(tree))[1])
+    run_sweep(_entries(out), sweep_dir=out)
+    assert len(waits) == 3  # the last two chunks and the result, not the first two
+    for i in ("0", "1"):
+        summary = json.loads((out / i / "summary.json").read_text())
+        assert summary["status"] == "completed"
+        assert summary["attempts"] == 2 and summary["resumed_from_step"] == 20
+        _same(out / i, reference / i)
+        assert json.loads((reference / i / "summary.json").read_text())["attempts"] == 1
+    assert not (out / ".checkpoints").exists()
+
+
+def test_a_corrupt_checkpoint_is_set_aside_and_the_batch_starts_over(tmp_path, reference, monkeypatch):
+    import src.batching
+    from src.sweep import run_sweep
+
+    out = tmp_path / "sweep"
+    waits, wait_ready = [], src.batching.wait_ready
+
+    def stopped(tree):
+        waits.append(1)
+        if len(waits) == 2:
+            raise KeyboardInterrupt("Ctrl-C")
+        return wait_ready(tree)
+
+    monkeypatch.setattr(src.batching, "wait_ready", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(_entries(out), sweep_dir=out)
+    monkeypatch.setattr(src.batching, "wait_ready", wait_ready)
+    (saved,) = (out / ".checkpoints").glob("*.npz")
+    saved.write_bytes(saved.read_bytes()[:100])  # truncated
+    with pytest.warns(UserWarning, match="could not be used"):
+        run_sweep(_entries(out), sweep_dir=out)
+    for i in ("0", "1"):
+        summary = json.loads((out / i / "summary.json").read_text())
+        assert summary["attempts"] == 2 and summary["resumed_from_step"] == 0
+        _same(out / i, reference / i)
+    assert [p.name for p in (out / ".checkpoints").iterdir()] == [saved.name + ".unreadable"]
+
+
+def test_periodic_checkpoints_bound_what_kill_9_loses(tmp_path):
+    """``hydra.launcher.checkpoint_every_s``: a sweep killed with SIGKILL (no clean-up at
+    all) after its first periodic checkpoint resumes from that step when run again."""
+    from src.sweep import run_sweep
+
+    reference = tmp_path / "reference"
+    run_sweep(_entries(reference, SLOW), sweep_dir=reference)
+    out = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "src.train", "-m", *SLOW, "lr=0.05,0.1", "hydra.launcher.checkpoint_every_s=0.001",
+           "wandb.mode=disabled", f"hydra.sweep.dir={out}"]  # fmt: skip
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while not list((out / ".checkpoints").glob("*.npz")):
+        assert proc.poll() is None and time.time() < deadline, (
+            proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+        )
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    for i in ("0", "1"):
+        summary = json.loads((out / i / "summary.json").read_text())
+        assert summary["attempts"] == 2 and summary["resumed_from_step"] in (10, 20, 30)
+        _same(out / i, reference / i)
