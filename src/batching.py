@@ -251,7 +251,6 @@ def _run_chunked(programs: Programs, static, stepper, dynamic, keys, chunk: int,
         progress = (loaded[0], loaded[1], tuple(loaded[2]))
         if on_steps:
             on_steps(sum(sizes[: loaded[0]]))
-    saved = progress[0]
     t1 = time.perf_counter()
     try:
         for k in range(progress[0], len(shapes)):
@@ -263,11 +262,10 @@ def _run_chunked(programs: Programs, static, stepper, dynamic, keys, chunk: int,
                 on_steps(n)
             if checkpoint is not None and progress[0] < len(shapes) and checkpoint.due():
                 checkpoint.save(progress[0], sum(sizes[: progress[0]]), progress[1], list(progress[2]))
-                saved = progress[0]
     except BaseException:
-        if checkpoint is not None and progress[0] > saved:  # stopped (or failed): keep what is done
+        if checkpoint is not None and progress[0] > 0:  # stopped (or failed): keep what is done
             with interrupts.deferred():
-                checkpoint.save(progress[0], sum(sizes[: progress[0]]), progress[1], list(progress[2]))
+                checkpoint.save(progress[0], sum(sizes[: progress[0]]), progress[1], list(progress[2]), "stopped")
         raise
     last = finish(progress[1], dynamic)
     axis = jax.tree.leaves(keys)[0].ndim  # the step axis follows the batch axes

@@ -90,8 +90,9 @@ class BatchCheckpoint:
     def due(self) -> bool:
         return self.every_s is not None and time.monotonic() - self._last >= self.every_s
 
-    def save(self, chunks_done: int, steps_done: int, carry, rows: list) -> None:
-        """Save the state after ``chunks_done`` chunks (``steps_done`` outer steps)."""
+    def save(self, chunks_done: int, steps_done: int, carry, rows: list, reason: str = "periodic") -> None:
+        """Save the state after ``chunks_done`` chunks (``steps_done`` outer steps);
+        ``reason``: periodic, or stopped (the batch is being stopped)."""
         import jax
 
         t = time.perf_counter()
@@ -99,6 +100,7 @@ class BatchCheckpoint:
         for r, row in enumerate(rows):  # each chunk's rows: {column: array}
             arrays.update({f"rows_{r}/{name}": np.asarray(x) for name, x in row.items()})
         meta = {"chunks": chunks_done, "steps": steps_done, "rows": len(rows), "attempts": self.attempts}
+        meta["reason"] = reason
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
         self.folder.mkdir(parents=True, exist_ok=True)
         _atomic_write(self.path, lambda f: np.savez(f, **arrays))

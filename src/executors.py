@@ -16,11 +16,15 @@ are skipped; a job interrupted while its files were being written has them remov
 
 from __future__ import annotations
 
+import logging
+import signal
 import sys
 import time
 from pathlib import Path
 
 from src.sweep import BatchFailed, plan_sweep, report_sweep
+
+POLL_S = 1.0  # how often the submitting process looks at its batches
 
 
 def _option_names() -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -63,12 +67,70 @@ def make_executor(kind: str, options: dict):
     return executor
 
 
+class _QuietSacct(logging.Filter):
+    """On a cluster without accounting (``AccountingStorageType=accounting_storage/none``)
+    every ``sacct`` fails: sacct prints "Slurm accounting storage is disabled" and submitit
+    warns "Bypassing sacct error ..., status may be inaccurate", several times per poll.
+    Checked once (:meth:`missing`) and said in one line; the batches are then followed
+    through their result files and ``squeue``, without sacct, and submitit's warnings
+    about it are dropped."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        logging.getLogger("submitit").addFilter(self)
+
+    @staticmethod
+    def missing() -> bool:
+        import subprocess
+
+        try:
+            probe = subprocess.run(["sacct", "-n", "-X", "-j", "1"], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return True
+        return probe.returncode != 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Bypassing sacct error" not in record.getMessage()
+
+    def remove(self) -> None:
+        logging.getLogger("submitit").removeFilter(self)
+
+
+def _queued(job_id: str) -> bool:
+    """Whether SLURM still holds the job (pending, running, requeued...)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return True  # cannot tell: keep waiting
+    return out.returncode == 0 and bool(out.stdout.strip())
+
+
+def _result(job, without_sacct: bool):
+    """The batch's return value. Without sacct: waited for through its result file and
+    ``squeue``; a batch that left the queue without a result (``scancel``, a lost node)
+    fails instead of being waited for forever."""
+    gone = 0
+    while without_sacct and not job.paths.result_pickle.exists():
+        gone = 0 if _queued(job.job_id) else gone + 1
+        if gone >= 3:  # out of the queue for three polls, and still no result file
+            raise RuntimeError(
+                f"SLURM job {job.job_id} left the queue without a result (cancelled or killed); "
+                "rerun the same command to resume it"
+            )
+        time.sleep(POLL_S)
+    return job.results()[0]
+
+
 class BatchTask:
     """One batch as a submitit callable; checkpointable, so a pre-empted batch is requeued."""
 
-    def __init__(self, run_sweep, entries: list, sweep_dir: Path, hydra_state: dict, resume: bool = True):
+    def __init__(
+        self, run_sweep, entries: list, sweep_dir: Path, hydra_state: dict, resume: bool = True, every_s=None
+    ) -> None:
         self.run_sweep, self.entries, self.sweep_dir, self.hydra_state = run_sweep, entries, sweep_dir, hydra_state
-        self.resume = resume
+        self.resume, self.every_s = resume, every_s
 
     def __call__(self) -> list:
         from submitit.core.job_environment import JobEnvironment
@@ -76,8 +138,10 @@ class BatchTask:
         from src.interrupts import recorded_signals
 
         # submitit's USR2 handler (checkpoint, requeue, exit) stays, recorded: an exit that
-        # Python drops (the handler ran inside jax's gc callback) still ends the batch
-        with recorded_signals(stop=(), wrap=(JobEnvironment._usr_sig(),)):
+        # Python drops (the handler ran inside jax's gc callback) still ends the batch. SIGTERM
+        # (scancel, the end of a time limit or a grace period) stops it; both save a chunked
+        # batch's checkpoint on the way out (src.checkpoints)
+        with recorded_signals(stop=(signal.SIGTERM,), wrap=(JobEnvironment._usr_sig(),)):
             import jax  # noqa: F401 - imported before the line below, which tests wait for
             from hydra.core.singleton import Singleton
 
@@ -90,13 +154,14 @@ class BatchTask:
                 sweep_dir=self.sweep_dir,
                 summary_file=None,  # the submitting process writes the sweep's summary
                 handle_signals=False,  # submitit owns the signals (USR2: checkpoint and requeue)
+                checkpoint_every_s=self.every_s,
             )
 
     def checkpoint(self):
         import submitit
 
         # the requeued batch always resumes: it skips the jobs this attempt completed
-        again = BatchTask(self.run_sweep, self.entries, self.sweep_dir, self.hydra_state, resume=True)
+        again = BatchTask(self.run_sweep, self.entries, self.sweep_dir, self.hydra_state, True, self.every_s)
         return submitit.helpers.DelayedSubmission(again)
 
 
@@ -115,15 +180,23 @@ def run_on_submitit(launcher, entries: list, runs: list, sweep_dir: Path, stats:
         state = Singleton.get_state()
         run_sweep = launcher.task_function.run_sweep
         tasks = [
-            BatchTask(run_sweep, [entries[i] for i in m], sweep_dir, state, launcher.resume)
+            BatchTask(
+                run_sweep, [entries[i] for i in m], sweep_dir, state, launcher.resume, launcher.checkpoint_every_s
+            )
             for _, m, _ in sweep.batches
         ]
         submitted = executor.submit_array(tasks)
         ids = ", ".join(job.job_id for job in submitted)
         print(f"submitted {len(tasks)} batch(es) to {launcher.executor}: {ids}", file=sys.stderr)
+    quiet, without_sacct = None, False
+    if submitted and launcher.executor == "submitit_slurm":
+        quiet, without_sacct = _QuietSacct(), _QuietSacct.missing()
+        if without_sacct:
+            print("SLURM accounting (sacct) is off on this cluster: batches are followed through squeue "
+                  "and their result files", file=sys.stderr)  # fmt: skip
     for (_, members, _), job in zip(sweep.batches, submitted, strict=True):
         try:
-            values = job.results()[0]
+            values = _result(job, without_sacct)
         except Exception as exc:  # noqa: BLE001 - the batch's jobs fail, the sweep goes on
             failure = BatchFailed(f"batch {job.job_id} failed: {type(exc).__name__}: {str(exc)[-2000:]}")
             failure.__cause__ = exc
@@ -132,6 +205,8 @@ def run_on_submitit(launcher, entries: list, runs: list, sweep_dir: Path, stats:
         for i, value in zip(members, values, strict=True):
             sweep.results[i] = value
             sweep.summaries[i] = complete_result(sweep.jobs[i].out_dir)  # complete result sets only
+    if quiet is not None:
+        quiet.remove()
     report_sweep(
         sweep,
         wall_s=time.perf_counter() - t0,

@@ -70,7 +70,8 @@ def test_a_batch_stopped_mid_run_resumes_from_its_checkpoint_bit_for_bit(tmp_pat
     (saved,) = (out / ".checkpoints").glob("*.npz")
     assert not (out / "0" / "summary.json").exists() and not (out / "1" / "metrics.parquet").exists()
     with np.load(saved) as f:
-        assert json.loads(bytes(f["meta"]).decode()) == {"chunks": 2, "steps": 20, "rows": 2, "attempts": 1}
+        meta = json.loads(bytes(f["meta"]).decode())
+    assert meta == {"chunks": 2, "steps": 20, "rows": 2, "attempts": 1, "reason": "stopped"}
 
     monkeypatch.setattr(src.batching, "wait_ready", wait_ready)
     waits.clear()
