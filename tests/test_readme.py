@@ -18,10 +18,11 @@ NEEDS_A_CLUSTER = ("executor=submitit_slurm", "+cluster=")  # the SLURM section'
 SHRUNK_OPTUNA = ["hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2"]
 
 
-def readme_commands() -> list[list[str]]:
+def readme_commands(on_a_cluster: bool = False) -> list[list[str]]:
     """The commands, in order: code lines (indented or fenced; ``\\`` continuations joined,
     trailing ``  # comments`` dropped), then inline code spans with arguments. Not run:
-    the SLURM section's (they need a cluster) and templates with a ``<placeholder>``."""
+    the SLURM section's (they need a cluster: ``on_a_cluster=True`` returns those, which
+    tests/test_slurm.py runs) and templates with a ``<placeholder>``."""
     text = README.read_text()
     found, lines, fenced, i = [], text.splitlines(), False, 0
     while i < len(lines):
@@ -37,7 +38,8 @@ def readme_commands() -> list[list[str]]:
     found += [c for c in re.findall(r"`(python -m src\.(?:train|aggregate) [^`]+)`", text)]
     commands = []
     for command in dict.fromkeys(found):
-        if not any(marker in command for marker in NEEDS_A_CLUSTER) and not re.search(r"<\w+>", command):
+        cluster = any(marker in command for marker in NEEDS_A_CLUSTER)
+        if cluster == on_a_cluster and not re.search(r"<\w+>", command):
             commands.append(shlex.split(command))
     return commands
 

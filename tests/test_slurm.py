@@ -71,14 +71,21 @@ def _summary(job: Path) -> dict:
 
 
 def test_a_two_group_sweep_through_slurm_equals_it_run_locally(slurm, tmp_path):
-    """(a) Two groups (cg, gmres), two batches, four jobs: the results are those of the same
-    sweep in-process, bit for bit; a cluster without accounting is said once, quietly."""
+    """(a) The README's "Try it on one machine" command as shown: two groups (cg, gmres), two
+    batches, four jobs; the results are those of the same sweep in-process, bit for bit; a
+    cluster without accounting is said once, quietly."""
+    from tests.test_readme import readme_commands
+
+    (shown,) = [c for c in readme_commands(on_a_cluster=True) if "hydra.launcher.partition=debug" in c]
+    assert shown[:4] == ["python", "-m", "src.train", "-m"]
     settings = ("objective=ridge", "outer_steps=5")
+    assert set(shown[4:]) == {*settings, "lr=0.01,0.1", "linear_solver=cg,gmres",
+                              "hydra.launcher.executor=submitit_slurm", "hydra.launcher.partition=debug"}  # fmt: skip
     values = [(f"lr={lr}", f"linear_solver={ls}") for lr in (0.01, 0.1) for ls in ("cg", "gmres")]
     out = tmp_path / "slurm"
     proc = subprocess.run(
-        _train(slurm, *settings, "lr=0.01,0.1", "linear_solver=cg,gmres", out=out),
-        cwd=ROOT, env=slurm, capture_output=True, text=True, timeout=600,
+        [sys.executable, *shown[1:], f"hydra.sweep.dir={out}"], cwd=ROOT, env=slurm, capture_output=True, text=True,
+        timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "submitted 2 batch(es) to submitit_slurm" in proc.stderr
