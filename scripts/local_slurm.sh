@@ -119,7 +119,7 @@ stop() {
             local pid
             pid=$(cat "$dir/$name.pid")
             kill "$pid" 2>/dev/null || true
-            for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+            for _ in $(seq 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
             kill -9 "$pid" 2>/dev/null || true
         fi
         rm -f "$dir/$name.pid"

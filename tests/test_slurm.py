@@ -99,9 +99,9 @@ def test_a_two_group_sweep_through_slurm_equals_it_run_locally(slurm, tmp_path):
         _same(out / str(i), local / str(i))
 
 
-# a batch of two jobs that runs for ~15 s in chunks of 100 outer steps
+# a batch of two jobs that runs for ~6 s in chunks of 50 outer steps
 LONG = ("objective=logreg", "inner_solver=gd", "inner_solver.tol=null", "inner_solver.steps=1000",
-        "outer_steps=1000", "chunk_steps=100", "lr=0.005")  # fmt: skip
+        "outer_steps=500", "chunk_steps=50", "lr=0.005")  # fmt: skip
 
 
 def _wait(predicate, what: str, timeout: float = 300, proc=None) -> None:
@@ -120,7 +120,7 @@ def test_a_batch_signalled_usr2_checkpoints_is_requeued_and_resumes(slurm, tmp_p
     the results equal an uninterrupted run's."""
     out = tmp_path / "slurm"
     # a periodic checkpoint tells the test that the batch is running its chunks
-    cmd = _train(slurm, *LONG, "seed=0,1", "hydra.launcher.checkpoint_every_s=3", out=out)
+    cmd = _train(slurm, *LONG, "seed=0,1", "hydra.launcher.checkpoint_every_s=1", out=out)
     proc = subprocess.Popen(cmd, cwd=ROOT, env=slurm, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         checkpoints = out / ".checkpoints"
@@ -131,7 +131,7 @@ def test_a_batch_signalled_usr2_checkpoints_is_requeued_and_resumes(slurm, tmp_p
         (saved,) = checkpoints.glob("*.npz")
         with np.load(saved) as f:
             meta = json.loads(bytes(f["meta"]).decode())
-        assert meta["reason"] == "stopped" and 0 < meta["steps"] < 1000  # saved on the way out
+        assert meta["reason"] == "stopped" and 0 < meta["steps"] < 500  # saved on the way out
         _slurm(slurm, "scontrol", "update", f"JobId={job_id}", "StartTime=now")  # no begin-time delay
         _, err = proc.communicate(timeout=600)
     finally:
@@ -152,7 +152,7 @@ def test_three_batches_one_at_a_time_resume_after_the_array_is_cancelled(slurm, 
     the sweep with the others failed (not waited for forever); the same command again skips
     the completed job, resumes the rest, and every result equals a local run's."""
     out = tmp_path / "slurm"
-    short = (*LONG[:4], "outer_steps=400", "chunk_steps=50")
+    short = (*LONG[:3], "inner_solver.steps=300", "outer_steps=400", "chunk_steps=50")
     cmd = _train(slurm, *short, "lr=0.002,0.004,0.006", "hydra.launcher.max_batch_size=1",
                  "hydra.launcher.array_parallelism=1", out=out)  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=ROOT, env=slurm, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
