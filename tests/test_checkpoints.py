@@ -48,6 +48,27 @@ def reference(tmp_path_factory):
     return out
 
 
+def _stopped_in_chunk(k: int, out, monkeypatch):
+    """Run the sweep into ``out`` with a Ctrl-C while chunk ``k`` runs; returns the checkpoint."""
+    import src.batching
+    from src.sweep import run_sweep
+
+    waits, wait_ready = [], src.batching.wait_ready
+
+    def stopped(tree):
+        waits.append(1)
+        if len(waits) == k:
+            raise KeyboardInterrupt("Ctrl-C")
+        return wait_ready(tree)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(src.batching, "wait_ready", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            run_sweep(_entries(out), sweep_dir=out)
+    (saved,) = (out / ".checkpoints").glob("*.npz")
+    return saved
+
+
 def test_a_batch_stopped_mid_run_resumes_from_its_checkpoint_bit_for_bit(tmp_path, reference, monkeypatch):
     """Ctrl-C (or SIGTERM) during the third chunk: the state after two chunks is saved, no
     job has result files; the rerun loads it, runs the last two chunks only, and every
@@ -56,25 +77,13 @@ def test_a_batch_stopped_mid_run_resumes_from_its_checkpoint_bit_for_bit(tmp_pat
     from src.sweep import run_sweep
 
     out = tmp_path / "sweep"
-    waits, wait_ready = [], src.batching.wait_ready
-
-    def stopped_in_third_chunk(tree):
-        waits.append(1)
-        if len(waits) == 3:
-            raise KeyboardInterrupt("Ctrl-C")
-        return wait_ready(tree)
-
-    monkeypatch.setattr(src.batching, "wait_ready", stopped_in_third_chunk)
-    with pytest.raises(KeyboardInterrupt):
-        run_sweep(_entries(out), sweep_dir=out)
-    (saved,) = (out / ".checkpoints").glob("*.npz")
+    saved = _stopped_in_chunk(3, out, monkeypatch)
     assert not (out / "0" / "summary.json").exists() and not (out / "1" / "metrics.parquet").exists()
     with np.load(saved) as f:
         meta = json.loads(bytes(f["meta"]).decode())
     assert meta == {"chunks": 2, "steps": 20, "rows": 2, "attempts": 1, "reason": "stopped"}
 
-    monkeypatch.setattr(src.batching, "wait_ready", wait_ready)
-    waits.clear()
+    waits, wait_ready = [], src.batching.wait_ready
     monkeypatch.setattr(src.batching, "wait_ready", lambda tree: (waits.append(1), wait_ready(tree))[1])
     run_sweep(_entries(out), sweep_dir=out)
     assert len(waits) == 3  # the last two chunks and the result, not the first two
@@ -88,23 +97,10 @@ def test_a_batch_stopped_mid_run_resumes_from_its_checkpoint_bit_for_bit(tmp_pat
 
 
 def test_a_corrupt_checkpoint_is_set_aside_and_the_batch_starts_over(tmp_path, reference, monkeypatch):
-    import src.batching
     from src.sweep import run_sweep
 
     out = tmp_path / "sweep"
-    waits, wait_ready = [], src.batching.wait_ready
-
-    def stopped(tree):
-        waits.append(1)
-        if len(waits) == 2:
-            raise KeyboardInterrupt("Ctrl-C")
-        return wait_ready(tree)
-
-    monkeypatch.setattr(src.batching, "wait_ready", stopped)
-    with pytest.raises(KeyboardInterrupt):
-        run_sweep(_entries(out), sweep_dir=out)
-    monkeypatch.setattr(src.batching, "wait_ready", wait_ready)
-    (saved,) = (out / ".checkpoints").glob("*.npz")
+    saved = _stopped_in_chunk(2, out, monkeypatch)
     saved.write_bytes(saved.read_bytes()[:100])  # truncated
     with pytest.warns(UserWarning, match="could not be used"):
         run_sweep(_entries(out), sweep_dir=out)
