@@ -18,6 +18,7 @@ import pytest
 from tests.conftest import ROOT, compose
 
 SCRIPT = ROOT / "scripts" / "local_slurm.sh"
+pytestmark = pytest.mark.xdist_group("slurm")  # one cluster, in one worker
 
 
 @pytest.fixture(scope="module")
