@@ -9,9 +9,12 @@ jobs' summaries back and hands Hydra one ``JobReturn`` per job.
 
 Pre-emption and time limits: submitit sends USR2 ``signal_delay_s`` before the limit (or on
 pre-emption), calls :meth:`BatchTask.checkpoint` and requeues the same batch (up to
-``max_num_timeout`` times). The rerun resumes: jobs whose ``summary.json`` says completed
-are skipped; a job interrupted while its files were being written has them removed (see
-``src.record.write_job``), so no job directory is left with a partial set of results.
+``max_num_timeout`` times); on the way out, a batch run in chunks saves its state at its
+last chunk boundary (:mod:`src.checkpoints`), and the requeued attempt goes on from there.
+Jobs whose ``summary.json`` says completed are skipped; a job interrupted while its files
+were being written has them removed (see ``src.record.write_job``), so no job directory is
+left with a partial set of results. Where SLURM keeps no accounting, the submitting process
+follows the batches through their result files and ``squeue`` (:func:`_result`).
 """
 
 from __future__ import annotations
