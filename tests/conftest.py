@@ -84,3 +84,10 @@ def seed_trajectory() -> pd.DataFrame:
 # wandb is disabled in tests that do not test it (conf/train.yaml reads WANDB_MODE);
 # tests of wandb pass wandb.mode=offline explicitly.
 os.environ.setdefault("WANDB_MODE", "disabled")
+
+
+def pytest_collection_modifyitems(items):
+    """The slow tests first (a stable sort): under pytest-xdist one worker starts on the
+    longest test (the README's commands) while the other takes the rest, instead of that
+    test running alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
