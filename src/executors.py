@@ -192,11 +192,10 @@ def run_on_submitit(launcher, entries: list, runs: list, sweep_dir: Path, stats:
         ids = ", ".join(job.job_id for job in submitted)
         print(f"submitted {len(tasks)} batch(es) to {launcher.executor}: {ids}", file=sys.stderr)
     quiet, without_sacct = None, False
-    if submitted and launcher.executor == "submitit_slurm":
-        quiet, without_sacct = _QuietSacct(), _QuietSacct.missing()
-        if without_sacct:
-            print("SLURM accounting (sacct) is off on this cluster: batches are followed through squeue "
-                  "and their result files", file=sys.stderr)  # fmt: skip
+    if submitted and launcher.executor == "submitit_slurm" and _QuietSacct.missing():
+        quiet, without_sacct = _QuietSacct(), True
+        print("SLURM accounting (sacct) is off on this cluster: batches are followed through squeue "
+              "and their result files", file=sys.stderr)  # fmt: skip
     for (_, members, _), job in zip(sweep.batches, submitted, strict=True):
         try:
             values = _result(job, without_sacct)
