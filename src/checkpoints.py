@@ -18,7 +18,9 @@ directories and config fingerprints, the layout and the chunking), loads it into
 initialized carry and goes on from that step; the results are those of an uninterrupted run
 bit for bit (the same compiled chunks see the same inputs). ``attempts`` counts the starts
 of a batch that has not completed (a small JSON beside the checkpoint); both files are
-removed when the batch completes.
+removed when the batch completes, and the whole folder once every job of the sweep has its
+results (a batch whose members changed between attempts, because some of its jobs had
+written their results, or whose settings changed, leaves a checkpoint nothing can resume).
 """
 
 from __future__ import annotations
@@ -149,3 +151,12 @@ class BatchCheckpoint:
             self.folder.rmdir()  # only when no other batch's checkpoint is there
         except OSError:
             pass
+
+
+def remove_checkpoints(sweep_dir: Path) -> None:
+    """Remove a sweep's checkpoints once every one of its jobs has results: those left by a
+    batch whose members or settings changed between attempts (another identity) can never
+    be resumed."""
+    import shutil
+
+    shutil.rmtree(Path(sweep_dir) / ".checkpoints", ignore_errors=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from src import interrupts
 from src.batching import run_batch
-from src.checkpoints import DEFAULT_EVERY_S
+from src.checkpoints import DEFAULT_EVERY_S, remove_checkpoints
 from src.config import ConfigError, flatten, validate
 from src.files import (
     complete_result,
@@ -274,6 +274,8 @@ def report_sweep(sweep: Sweep, *, wall_s, sweep_dir, path, append, batch_info=No
     )
     if path is None:
         return
+    if sweep_dir is not None and all(s is not None for s in sweep.summaries):
+        remove_checkpoints(sweep_dir)  # every job has its results: nothing left to resume
     extra = batch_info or [{}] * len(sweep.batches)
     labels = group_labels(list(sweep.groups))
     listed = [

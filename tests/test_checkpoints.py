@@ -102,13 +102,13 @@ def test_a_corrupt_checkpoint_is_set_aside_and_the_batch_starts_over(tmp_path, r
     out = tmp_path / "sweep"
     saved = _stopped_in_chunk(2, out, monkeypatch)
     saved.write_bytes(saved.read_bytes()[:100])  # truncated
-    with pytest.warns(UserWarning, match="could not be used"):
+    with pytest.warns(UserWarning, match=f"could not be used .*moved to {saved.name}.unreadable"):
         run_sweep(_entries(out), sweep_dir=out)
     for i in ("0", "1"):
         summary = json.loads((out / i / "summary.json").read_text())
         assert summary["attempts"] == 2 and summary["resumed_from_step"] == 0
         _same(out / i, reference / i)
-    assert [p.name for p in (out / ".checkpoints").iterdir()] == [saved.name + ".unreadable"]
+    assert not (out / ".checkpoints").exists()  # set aside, then removed with the rest
 
 
 def test_periodic_checkpoints_bound_what_kill_9_loses(tmp_path):
@@ -137,3 +137,19 @@ def test_periodic_checkpoints_bound_what_kill_9_loses(tmp_path):
         summary = json.loads((out / i / "summary.json").read_text())
         assert summary["attempts"] == 2 and summary["resumed_from_step"] in (10, 20, 30)
         _same(out / i, reference / i)
+
+
+def test_a_checkpoint_of_other_settings_is_not_used_and_is_cleaned_up(tmp_path, monkeypatch):
+    """Stopped mid-batch, then run again into the same directory with other values (no job
+    had results, so nothing is refused): the new jobs start from step 0 (the checkpoint
+    belongs to other fingerprints), and once they all have results the stale one is gone."""
+    from src.sweep import run_sweep
+
+    out = tmp_path / "sweep"
+    _stopped_in_chunk(2, out, monkeypatch)
+    other = _entries(out, lrs=(0.02, 0.03))
+    run_sweep(other, sweep_dir=out)
+    for i in ("0", "1"):
+        summary = json.loads((out / i / "summary.json").read_text())
+        assert summary["attempts"] == 1 and summary["resumed_from_step"] == 0
+    assert not (out / ".checkpoints").exists()
