@@ -206,7 +206,7 @@ def run_batch(
             interrupts.check()  # a stop whose exception was dropped: no more files (src.interrupts)
             info = {"size": size, "index": i, "run_s": run_s, "compile_s": compile_s, **(batch_info or {})}
             member = jax.tree.map(lambda x, i=i: x[i], result)
-            resumed = {"attempts": 1, "resumed_from_step": 0}
+            resumed = None  # (write_job's default: one attempt, from step 0)
             if checkpoint is not None:
                 resumed = {"attempts": checkpoint.attempts, "resumed_from_step": checkpoint.resumed_from_step}
             summaries.append(write_job(job, member, compile_s, run_s / size, info, writer, resumed))
@@ -251,6 +251,11 @@ def _run_chunked(programs: Programs, static, stepper, dynamic, keys, chunk: int,
         progress = (loaded[0], loaded[1], tuple(loaded[2]))
         if on_steps:
             on_steps(sum(sizes[: loaded[0]]))
+
+    def save(reason: str) -> None:
+        done = progress[0]
+        checkpoint.save(done, sum(sizes[:done]), progress[1], list(progress[2]), reason)
+
     t1 = time.perf_counter()
     try:
         for k in range(progress[0], len(shapes)):
@@ -261,11 +266,11 @@ def _run_chunked(programs: Programs, static, stepper, dynamic, keys, chunk: int,
             if on_steps:
                 on_steps(n)
             if checkpoint is not None and progress[0] < len(shapes) and checkpoint.due():
-                checkpoint.save(progress[0], sum(sizes[: progress[0]]), progress[1], list(progress[2]))
+                save("periodic")
     except BaseException:
         if checkpoint is not None and progress[0] > 0:  # stopped (or failed): keep what is done
             with interrupts.deferred():
-                checkpoint.save(progress[0], sum(sizes[: progress[0]]), progress[1], list(progress[2]), "stopped")
+                save("stopped")
         raise
     last = finish(progress[1], dynamic)
     axis = jax.tree.leaves(keys)[0].ndim  # the step axis follows the batch axes

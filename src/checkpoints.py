@@ -68,7 +68,6 @@ class BatchCheckpoint:
         self.attempts_path = self.folder / f"{identity}.json"
         self.attempts = 1
         self.resumed_from_step = 0
-        self.saves: list[tuple[int, float]] = []  # (bytes, seconds) of each save
         self._last = time.monotonic()
 
     @classmethod
@@ -97,7 +96,6 @@ class BatchCheckpoint:
         ``reason``: periodic, or stopped (the batch is being stopped)."""
         import jax
 
-        t = time.perf_counter()
         arrays = {f"carry_{i}": _to_host(x) for i, x in enumerate(jax.tree.leaves(carry))}
         for r, row in enumerate(rows):  # each chunk's rows: {column: array}
             arrays.update({f"rows_{r}/{name}": np.asarray(x) for name, x in row.items()})
@@ -106,7 +104,6 @@ class BatchCheckpoint:
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
         self.folder.mkdir(parents=True, exist_ok=True)
         _atomic_write(self.path, lambda f: np.savez(f, **arrays))
-        self.saves.append((self.path.stat().st_size, time.perf_counter() - t))
         self._last = time.monotonic()
 
     def load(self, carry) -> tuple[int, Any, list] | None:

@@ -70,27 +70,28 @@ def make_executor(kind: str, options: dict):
     return executor
 
 
-class _QuietSacct(logging.Filter):
+def _sacct_missing() -> bool:
     """On a cluster without accounting (``AccountingStorageType=accounting_storage/none``)
     every ``sacct`` fails: sacct prints "Slurm accounting storage is disabled" and submitit
     warns "Bypassing sacct error ..., status may be inaccurate", several times per poll.
-    Checked once (:meth:`missing`) and said in one line; the batches are then followed
-    through their result files and ``squeue``, without sacct, and submitit's warnings
-    about it are dropped."""
+    Checked once, and said in one line; the batches are then followed through their result
+    files and ``squeue``, without sacct (:func:`_result`), and submitit's warnings about it
+    are dropped (:class:`_QuietSacct`)."""
+    import subprocess
+
+    try:
+        probe = subprocess.run(["sacct", "-n", "-X", "-j", "1"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return True
+    return probe.returncode != 0
+
+
+class _QuietSacct(logging.Filter):
+    """Drops submitit's "Bypassing sacct error" warnings while installed."""
 
     def __init__(self) -> None:
         super().__init__()
         logging.getLogger("submitit").addFilter(self)
-
-    @staticmethod
-    def missing() -> bool:
-        import subprocess
-
-        try:
-            probe = subprocess.run(["sacct", "-n", "-X", "-j", "1"], capture_output=True, text=True, timeout=30)
-        except (OSError, subprocess.TimeoutExpired):
-            return True
-        return probe.returncode != 0
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "Bypassing sacct error" not in record.getMessage()
@@ -191,14 +192,14 @@ def run_on_submitit(launcher, entries: list, runs: list, sweep_dir: Path, stats:
         submitted = executor.submit_array(tasks)
         ids = ", ".join(job.job_id for job in submitted)
         print(f"submitted {len(tasks)} batch(es) to {launcher.executor}: {ids}", file=sys.stderr)
-    quiet, without_sacct = None, False
-    if submitted and launcher.executor == "submitit_slurm" and _QuietSacct.missing():
-        quiet, without_sacct = _QuietSacct(), True
+    quiet = None  # installed where sacct fails: then batches are followed without it
+    if submitted and launcher.executor == "submitit_slurm" and _sacct_missing():
+        quiet = _QuietSacct()
         print("SLURM accounting (sacct) is off on this cluster: batches are followed through squeue "
               "and their result files", file=sys.stderr)  # fmt: skip
     for (_, members, _), job in zip(sweep.batches, submitted, strict=True):
         try:
-            values = _result(job, without_sacct)
+            values = _result(job, without_sacct=quiet is not None)
         except Exception as exc:  # noqa: BLE001 - the batch's jobs fail, the sweep goes on
             failure = BatchFailed(f"batch {job.job_id} failed: {type(exc).__name__}: {str(exc)[-2000:]}")
             failure.__cause__ = exc

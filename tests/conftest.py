@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -37,6 +38,19 @@ def run_job(tmp_path):
         return summary, pd.read_parquet(out / "metrics.parquet")
 
     return _run
+
+
+def assert_same_results(a: Path, b: Path) -> int:
+    """Two job directories hold the same results bit for bit: every metric column and every
+    array of params.npz; returns the number of rows."""
+    ma, mb = pd.read_parquet(a / "metrics.parquet"), pd.read_parquet(b / "metrics.parquet")
+    assert list(ma.columns) == list(mb.columns) and len(ma) == len(mb)
+    for column in ma.columns:
+        np.testing.assert_array_equal(ma[column].to_numpy(), mb[column].to_numpy(), err_msg=f"{a}: {column}")
+    pa, pb = np.load(a / "params.npz"), np.load(b / "params.npz")
+    for key in pa.files:
+        np.testing.assert_array_equal(pa[key], pb[key])
+    return len(ma)
 
 
 def cli(*args: str, module="src.train", cwd=ROOT, env=None, timeout=600) -> subprocess.CompletedProcess:

@@ -11,10 +11,9 @@ import sys
 import time
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from tests.conftest import ROOT, compose
+from tests.conftest import ROOT, assert_same_results, compose
 
 # two jobs, one batch, 4 chunks of 10 steps; gd with fixed steps
 SETTINGS = ("objective=logreg", "inner_solver=gd", "inner_solver.tol=null", "inner_solver.steps=20",
@@ -29,14 +28,8 @@ def _entries(folder, settings=SETTINGS, lrs=(0.05, 0.1)):
 
 
 def _same(a, b):
-    """Bit for bit: every metric column and the final theta and w."""
-    ma, mb = pd.read_parquet(a / "metrics.parquet"), pd.read_parquet(b / "metrics.parquet")
-    assert list(ma.columns) == list(mb.columns) and len(ma) == len(mb) == 41
-    for column in ma.columns:
-        np.testing.assert_array_equal(ma[column].to_numpy(), mb[column].to_numpy(), err_msg=column)
-    pa, pb = np.load(a / "params.npz"), np.load(b / "params.npz")
-    for key in pa.files:
-        np.testing.assert_array_equal(pa[key], pb[key])
+    """Bit for bit, and all 41 rows."""
+    assert assert_same_results(a, b) == 41
 
 
 @pytest.fixture(scope="module")

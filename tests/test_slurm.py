@@ -12,10 +12,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from tests.conftest import ROOT, compose
+from tests.conftest import ROOT, assert_same_results, compose
 
 SCRIPT = ROOT / "scripts" / "local_slurm.sh"
 pytestmark = pytest.mark.xdist_group("slurm")  # one cluster, in one worker
@@ -57,16 +56,6 @@ def _local(tmp: Path, settings: tuple, values: list[tuple], max_batch_size: int 
     return tmp
 
 
-def _same(a: Path, b: Path) -> None:
-    ma, mb = pd.read_parquet(a / "metrics.parquet"), pd.read_parquet(b / "metrics.parquet")
-    assert list(ma.columns) == list(mb.columns) and len(ma) == len(mb)
-    for column in ma.columns:
-        np.testing.assert_array_equal(ma[column].to_numpy(), mb[column].to_numpy(), err_msg=f"{a}: {column}")
-    pa, pb = np.load(a / "params.npz"), np.load(b / "params.npz")
-    for key in pa.files:
-        np.testing.assert_array_equal(pa[key], pb[key])
-
-
 def _summary(job: Path) -> dict:
     return json.loads((job / "summary.json").read_text())
 
@@ -97,7 +86,7 @@ def test_a_two_group_sweep_through_slurm_equals_it_run_locally(slurm, tmp_path):
         summary = _summary(out / str(i))
         assert summary["status"] == "completed" and f"{lr}" in summary["overrides"] and ls in summary["overrides"]
         assert summary["attempts"] == 1 and summary["resumed_from_step"] == 0
-        _same(out / str(i), local / str(i))
+        assert_same_results(out / str(i), local / str(i))
 
 
 # a batch of two jobs that runs for ~6 s in chunks of 50 outer steps
@@ -143,7 +132,7 @@ def test_a_batch_signalled_usr2_checkpoints_is_requeued_and_resumes(slurm, tmp_p
         summary = _summary(out / i)
         assert summary["status"] == "completed" and summary["attempts"] >= 2
         assert summary["resumed_from_step"] == meta["steps"]
-        _same(out / i, local / i)
+        assert_same_results(out / i, local / i)
     assert not (out / ".checkpoints").exists()  # removed once the batch completed
 
 
@@ -180,4 +169,4 @@ def test_three_batches_one_at_a_time_resume_after_the_array_is_cancelled(slurm, 
     local = _local(tmp_path / "local", short, [(f"lr={lr}",) for lr in (0.002, 0.004, 0.006)], max_batch_size=1)
     for i in ("0", "1", "2"):
         assert _summary(out / i)["status"] == "completed"
-        _same(out / i, local / i)
+        assert_same_results(out / i, local / i)
