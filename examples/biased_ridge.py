@@ -47,5 +47,4 @@ def make(n_samples: int = 40, dim: int = 20) -> Objective:  # static options: sh
         inner_loss=inner_loss,
         outer_loss=outer_loss,
         inner_solution=inner_solution,
-        randomness="the generated tasks",
     )

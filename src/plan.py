@@ -31,12 +31,27 @@ class Job:
 
 
 def _data_key(run: RunConfig) -> tuple[int, tuple]:
-    """What a job's data depend on: its seed (unless the objective's data have no
-    randomness) and the options of ``objective.data``."""
+    """What a job's data depend on: its seed (unless the objective's data do not use it) and
+    the options of ``objective.data``."""
     objective = objective_of(run.static)
     params = inspect.signature(objective.data).parameters
     options = tuple(sorted((k, v) for k, v in run.tree["objective"].items() if k in params and k != "seed"))
-    return (run.seed if objective.randomness else 0), options
+    return (run.seed if seeded_data(run.static, options) else 0), options
+
+
+@functools.lru_cache(maxsize=256)
+def seeded_data(static: tuple, options: tuple) -> bool:
+    """Whether an objective's data depend on the seed: what its ``randomness`` declares, or,
+    where it declares nothing (``None``, a researcher's own objective), whether the data of
+    seeds 0 and 1 differ. Jobs share one copy of the data only when they do not, so a
+    sweep over seeds never runs copies of one job by mistake."""
+    declared = objective_of(static).randomness
+    if declared is not None:
+        return bool(declared)
+    a, b = _data(static, 0, options), _data(static, 1, options)
+    return a.keys() != b.keys() or any(
+        a[k].shape != b[k].shape or not np.array_equal(a[k], b[k], equal_nan=True) for k in a
+    )
 
 
 def job_data(run: RunConfig) -> dict[str, np.ndarray]:
@@ -137,3 +152,31 @@ def plan_batches(jobs: Sequence[Job], pending: Sequence[int], max_batch_size: in
         tiles, shape = _tiles(rows, max_batch_size)
         batches.extend((static, tile, shape) for tile in tiles)
     return groups, batches
+
+
+def seed_used(run: RunConfig) -> bool:
+    """Whether a job's seed changes anything: its objective's data, resampled data (iMAML's
+    tasks), or a minibatch sampler."""
+    objective = objective_of(run.static)
+    _, options = _data_key(run)
+    sampled = run.tree.get("batch_size") is not None
+    return seeded_data(run.static, options) or objective.resample is not None or sampled
+
+
+def unused_seeds(runs: Sequence[RunConfig]) -> str | None:
+    """A one-line warning when jobs differ only in a seed that changes nothing (copies of one
+    job, whose spread over seeds would read as zero), else None."""
+    copies: dict[tuple, set[int]] = {}
+    for run in runs:
+        if not seed_used(run):
+            rest = tuple(sorted((k, v) for k, v in run.dynamic.items() if k != "seed"))
+            copies.setdefault((run.static, rest), set()).add(run.seed)
+    seeds = sorted({s for group in copies.values() if len(group) > 1 for s in group})
+    if not seeds:
+        return None
+    name = unflatten(dict(runs[0].static))["objective"].get("name", "the objective")
+    return (
+        f"Warning: seed={','.join(map(str, seeds))} changes nothing in these jobs: objective {name!r}'s data do "
+        "not depend on the seed and the method draws no minibatches, so the jobs of each seed are copies (a "
+        "spread over them is not a spread over seeds)."
+    )

@@ -25,7 +25,7 @@ from src.files import (
     stored_fingerprint,
     write_json,
 )
-from src.plan import Job, group_labels, job_data, plan_batches
+from src.plan import Job, group_labels, job_data, plan_batches, unused_seeds
 from src.preflight import refuse
 from src.programs import Clock, Programs
 from src.record import wandb_config
@@ -207,6 +207,9 @@ def _sweep(
     with clock.timed("validate_s"):
         runs = validated if validated is not None else validate_all(entries, clock)
     enable_compilation_cache()
+    warning = unused_seeds(runs)
+    if warning:
+        print(warning, file=sys.stderr)
     sweep = plan_sweep(entries, runs, resume, max_batch_size)
     jobs, pending = sweep.jobs, sweep.pending
     settings = dict(runs[0].wandb) if runs else {"mode": "disabled"}

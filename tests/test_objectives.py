@@ -134,3 +134,24 @@ def test_own_objective_from_the_readme(tmp_path):
     m = pd.read_parquet(out / "metrics.parquet")
     assert m["hypergrad_error"].max() < 1e-3  # gd inner solver, closed-form reference
     assert m["outer_loss"].iloc[-1] < 0.01 * m["outer_loss"].iloc[0]
+
+
+def test_own_objective_gets_each_jobs_seed_without_declaring_it(tmp_path):
+    """The README's own objective declares no ``randomness``: a sweep over seeds still gives
+    each job its own data (the planner finds that ``data`` uses its seed), and a seed sweep
+    on an objective whose data ignore the seed says that its jobs are copies."""
+    from src.objectives import Objective
+
+    assert Objective.__new__.__defaults__ is not None and Objective._field_defaults["randomness"] is None
+    out = tmp_path / "own"
+    proc = cli(
+        "-m", "hydra.searchpath=[file://examples/conf]", "objective=biased_ridge", "seed=0,1", "outer_steps=3",
+        f"hydra.sweep.dir={out}",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    first = [pd.read_parquet(out / j / "metrics.parquet")["outer_loss"].iloc[0] for j in ("0", "1")]
+    assert first[0] != first[1]  # seed 1's tasks, not seed 0's
+    assert "changes nothing" not in proc.stderr
+    toy = cli("-m", "seed=0,1", "outer_steps=2", f"hydra.sweep.dir={tmp_path / 'toy'}")
+    assert toy.returncode == 0, toy.stderr
+    assert "Warning: seed=0,1 changes nothing in these jobs: objective 'toy'" in toy.stderr

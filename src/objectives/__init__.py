@@ -57,10 +57,12 @@ class Objective(NamedTuple):
     solves the implicit system block by block (:mod:`src.linsolve`)."""
     symmetric: bool = True
     """Whether the implicit system is symmetric (gradient-based inner problems are)."""
-    randomness: str = ""
-    """What ``seed`` drives in this problem's data, in words (``""``: nothing; then the jobs
-    of every seed share one copy of the data, and the seed drives only the samplers of
-    stochastic methods)."""
+    randomness: str | None = None
+    """What ``seed`` drives in this problem's data, in words; ``""`` declares that it drives
+    nothing (the jobs of every seed then share one copy of the data, and the seed drives only
+    the samplers of stochastic methods). ``None`` (not declared): the planner finds out by
+    building the data of two seeds and comparing them (:func:`src.plan.seeded_data`), so a
+    ``data()`` that uses its ``seed`` gets each job's seed without being told."""
     maximize: tuple[str, ...] = ()
     """The metrics for which higher is better (accuracies...); for every other metric and
     the losses, lower is. Recorded in each job's summary, read by ``src.aggregate``."""
