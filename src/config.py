@@ -170,17 +170,25 @@ def _check_inner(node: dict) -> dict:
     if name in PROX_SOLVERS:
         from src.inner import ProxGradient
 
-        return check(solver_model(ProxGradient), node, "inner_solver")
+        return _steps_given(check(solver_model(ProxGradient), node, "inner_solver"))
     if name == "exact" or "_target_" not in node:
         if name != "exact":
             raise ConfigError("inner_solver.name", name, "'exact', or an optax factory in inner_solver._target_")
         return _checked(Inner, node, "inner_solver")
     factory = locate(node["_target_"], "inner_solver._target_")
-    inner_keys = {k: f.annotation for k, f in Inner.model_fields.items()}
+    inner_keys = {k: Annotated[(f.annotation, *f.metadata)] if f.metadata else f.annotation
+                  for k, f in Inner.model_fields.items()}
     out = _checked(signature_model((factory,), ("learning_rate",), **inner_keys), node, "inner_solver")
     lr_required = inspect.signature(factory).parameters.get("learning_rate")
     if out.get("lr") is None and lr_required is not None and lr_required.default is inspect.Parameter.empty:
         raise ConfigError("inner_solver.lr", None, f"a positive number ({node['_target_']} needs a step size)")
+    return _steps_given(out)
+
+
+def _steps_given(out: dict) -> dict:
+    """An iterative inner solver's ``steps`` (removed with ``~inner_solver.steps``) is required."""
+    if out.get("steps") is None:
+        raise ConfigError("inner_solver.steps", None, "a value is required (an integer >= 1)")
     return out
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import types
 import typing
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal
@@ -34,7 +35,8 @@ class ConfigError(ValueError):
 
     def __init__(self, key: str, value: Any, allowed: str):
         self.key, self.value, self.allowed = key, value, allowed
-        super().__init__(f"invalid config: {key}={value!r}: {allowed}")
+        shown = "null" if value is None else repr(value)
+        super().__init__(f"invalid config: {key}={shown}: {allowed}")
 
 
 class Run(BaseModel):
@@ -53,7 +55,7 @@ class Run(BaseModel):
 
 class Wandb(BaseModel):
     model_config = STRICT
-    mode: Literal["offline", "online", "disabled"] | None = None
+    mode: Literal["offline", "online", "disabled"] = None
     project: str | None = None
     entity: str | None = None
     group: str | None = None
@@ -62,14 +64,16 @@ class Wandb(BaseModel):
 
 
 class Inner(BaseModel):
-    """The keys every inner solver has; an optax solver adds its factory's options."""
+    """The keys every inner solver has; an optax solver adds its factory's options. A key
+    whose default is ``None`` is optional; ``null`` is a value only where it means
+    something (``tol: null``: a fixed number of steps; ``lr: null``: the factory's own)."""
 
     model_config = STRICT
     name: str
-    steps: Annotated[int, at.Ge(1)] | None = None
+    steps: Annotated[int, at.Ge(1)] = None
     lr: Annotated[float, at.Gt(0), Finite] | None = None
     tol: Annotated[float, at.Ge(0), Finite] | None = None
-    warm_start: bool | None = None
+    warm_start: bool = None
 
 
 # ----------------------------------------------------------------------------- models
@@ -98,12 +102,28 @@ def _optional(annotation: Any) -> Any:
     return annotation if annotation is Any else annotation | None
 
 
+def _same(annotation: Any) -> Any:
+    return annotation
+
+
+def _nullable(annotation: Any) -> bool:
+    """Whether ``None`` is one of an annotation's values (``X | None``, ``Optional[X]``, Any)."""
+    if annotation is Any or annotation is None or annotation is type(None):
+        return True
+    if typing.get_origin(annotation) is Annotated:
+        return _nullable(typing.get_args(annotation)[0])
+    return any(_nullable(a) for a in typing.get_args(annotation)) if typing.get_origin(annotation) in (
+        typing.Union, types.UnionType) else False
+
+
 @functools.cache
 def signature_model(fns: tuple[Callable, ...], skip: tuple[str, ...] = (), **extra: Any) -> type[BaseModel]:
     """A model of the keyword parameters of factories ``fns``: their annotations where they
     are simple (``Annotated[int, annotated_types.Ge(1)]``), else the type of their
-    defaults; every field optional (only what a config gives is checked). ``extra``: more
-    fields, or fields that replace a parameter's."""
+    defaults; every field optional (only what a config gives is checked), and ``null`` a
+    value only of a parameter whose default is ``None`` or whose annotation allows it (a
+    ``null`` for an option with a default is refused, not run as something else).
+    ``extra``: more fields (as annotated), or fields that replace a parameter's."""
     fields: dict[str, Any] = {}
     for fn in fns:
         try:
@@ -124,9 +144,10 @@ def signature_model(fns: tuple[Callable, ...], skip: tuple[str, ...] = (), **ext
                     annotation = int
                 else:
                     annotation = Any
-            fields[name] = (_optional(_finite(annotation)), None)
+            nullable = p.default is None or _nullable(annotation)
+            fields[name] = ((_optional if nullable else _same)(_finite(annotation)), None)
     for name, annotation in extra.items():
-        fields[name] = (_optional(_finite(annotation)), None)
+        fields[name] = (_finite(annotation), None)
     names = "_".join(getattr(fn, "__qualname__", "factory") for fn in fns).replace(".", "_").replace("<", "")
     return create_model(f"Options_{names.replace('>', '')}", __config__=STRICT, **fields)
 
@@ -134,14 +155,15 @@ def signature_model(fns: tuple[Callable, ...], skip: tuple[str, ...] = (), **ext
 @functools.cache
 def solver_model(cls: type) -> type[BaseModel]:
     """A model of a solver class's options (its dataclass fields of simple types; those
-    without a default are required), plus its ``name``."""
+    without a default are required; ``null`` only where the annotation allows it), plus its
+    ``name``."""
     hints = typing.get_type_hints(cls, include_extras=True)
     fields: dict[str, Any] = {"name": (str, ...)}
     for f in dataclasses.fields(cls):
         if not _simple(hints[f.name]):
             continue  # a solver inside a solver (Implicit's linear solver) is a config group of its own
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        fields[f.name] = (_finite(hints[f.name]), ...) if required else (_optional(_finite(hints[f.name])), None)
+        fields[f.name] = (_finite(hints[f.name]), ...) if required else (_finite(hints[f.name]), None)
     return create_model(f"Options_{cls.__name__}", __config__=STRICT, **fields)
 
 
@@ -193,4 +215,8 @@ def check(model: type[BaseModel], given: Mapping[str, Any], prefix: str = "", al
         info = model.model_fields[e["loc"][0]]
         if e["type"] == "missing":
             raise ConfigError(key, None, f"a value is required ({describe(info)})") from None
+        if e["input"] is None:
+            raise ConfigError(
+                key, None, f"{describe(info)}; null is not a value of this key (drop the override to keep its default)"
+            ) from None
         raise ConfigError(key, e["input"], describe(info)) from None

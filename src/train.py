@@ -117,6 +117,13 @@ def user_error(exc: BaseException) -> tuple[str, int] | None:
                 f"\n(With -m, a key of a group that is itself swept is applied job by job: write it as a sweep "
                 f"of one value, {key}=choice(VALUE), or as ++{key}=VALUE.)"
             )
+        unknown = re.search(r"Key '\w+' is not in struct\s+full_key: ([\w.]+)", text)
+        if unknown:
+            key = unknown[1]
+            text += (
+                f"\n({key} is not a key of the composed config: a group's YAML lists every option it has; "
+                f"a key it does not list is added with +{key}=VALUE.)"
+            )
         return text, 1
     return None
 

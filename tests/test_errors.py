@@ -38,7 +38,17 @@ BAD = [
     (["objective._target_=numpy.zeros"], "objective._target_='numpy.zeros'", "calling it failed: TypeError"),
     (["objective._target_=src.objectives.Objective"], "objective._target_=", "returning src.objectives.Objective"),
     (["hypergrad=unrolled", "hypergrad.truncate=0"], "hypergrad.truncate=0", "an integer >= 1"),
-    (["~linear_solver.tol"], "linear_solver.tol=None", "a value is required (a finite number >= 0)"),
+    (["~linear_solver.tol"], "linear_solver.tol=null", "a value is required (a finite number >= 0)"),
+    # null for an option that has a default is refused, never run as something else
+    (["inner_solver.steps=null"], "inner_solver.steps=null", "an integer >= 1; null is not a value"),
+    (["~inner_solver.steps"], "inner_solver.steps=null", "a value is required (an integer >= 1)"),
+    (["objective.theta_init=null"], "objective.theta_init=null", "a finite number; null is not a value"),
+    (["objective=ridge", "objective.theta_init=null"], "objective.theta_init=null", "null is not a value"),
+    (["+optimizer.b1=null"], "optimizer.b1=null", "null is not a value"),
+    (["inner_solver.eps_root=null"], "inner_solver.eps_root=null", "null is not a value"),
+    (["inner_solver.warm_start=null"], "inner_solver.warm_start=null", "true or false; null is not a value"),
+    (["objective=quadratic", "objective.cond=null"], "objective.cond=null", "a finite number >= 1; null"),
+    (["wandb.mode=null"], "wandb.mode=null", "one of offline, online, disabled"),
     (["inner_solver.warm_start=1"], "inner_solver.warm_start=1", "true or false"),
     (["objective._target_=math.pi"], "objective._target_='math.pi'", "an importable callable (it is a float)"),
 ]
@@ -97,6 +107,10 @@ def test_one_bad_job_stops_the_sweep_before_any_work(tmp_path):
         (
             ["objective=data_cleaning", "objective.n_train=600,5000"],
             "job 1 (objective=data_cleaning objective.n_train=5000 outer_steps=2): its data cannot be built",
+        ),
+        (
+            ["inner_solver.steps=10,null"],
+            "job 1 (inner_solver.steps=null outer_steps=2): invalid config: inner_solver.steps=null",
         ),
     ],
 )

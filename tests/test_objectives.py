@@ -8,7 +8,7 @@ import pytest
 
 from src.config import ConfigError, validate
 from src.objectives import data_cleaning, logreg, ridge
-from tests.conftest import cli, compose
+from tests.conftest import ROOT, cli, compose
 
 
 def test_ridge_learns_the_validation_optimal_regularization(run_job):
@@ -155,3 +155,29 @@ def test_own_objective_gets_each_jobs_seed_without_declaring_it(tmp_path):
     toy = cli("-m", "seed=0,1", "outer_steps=2", f"hydra.sweep.dir={tmp_path / 'toy'}")
     assert toy.returncode == 0, toy.stderr
     assert "Warning: seed=0,1 changes nothing in these jobs: objective 'toy'" in toy.stderr
+
+
+OBJECTIVE_YAMLS = sorted([*(ROOT / "conf" / "objective").glob("*.yaml"), *(ROOT / "examples" / "conf" / "objective").glob("*.yaml")])
+
+
+@pytest.mark.parametrize("path", OBJECTIVE_YAMLS, ids=lambda p: p.stem)
+def test_an_objectives_yaml_lists_every_option_of_its_factory_and_data(path):
+    """So that every option can be overridden as ``objective.KEY=VALUE`` (a key the YAML does
+    not list is refused by Hydra as "not in struct")."""
+    import inspect
+    import sys
+
+    import yaml
+    from hydra.utils import get_object
+
+    sys.path.insert(0, str(ROOT))  # examples/ is a namespace package of the repository
+    node = yaml.safe_load(path.read_text())["objective"]
+    factory = get_object(node["_target_"])
+    options = [*inspect.signature(factory).parameters, *inspect.signature(factory().data).parameters]
+    assert sorted(set(node) - {"name", "_target_"}) == sorted(set(options) - {"seed"})
+
+
+def test_the_readmes_own_objective_yaml_is_the_example_file():
+    text = (ROOT / "examples" / "conf" / "objective" / "biased_ridge.yaml").read_text()
+    block = text[text.index("\nobjective:") : text.index("\ninner_solver:")].strip()
+    assert block in (ROOT / "README.md").read_text()
