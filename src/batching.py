@@ -246,7 +246,8 @@ def _run_chunked(programs: Programs, static, stepper, dynamic, keys, chunk: int,
     # (chunks done, carry after them, their rows): replaced in one assignment, so that a
     # stop arriving anywhere leaves a consistent state to save
     progress = (0, carry, ())
-    loaded = checkpoint.load(carry) if checkpoint is not None else None
+    axis = jax.tree.leaves(keys)[0].ndim  # the step axis follows the batch axes
+    loaded = checkpoint.load(carry, sizes, axis) if checkpoint is not None else None
     if loaded is not None:
         progress = (loaded[0], loaded[1], tuple(loaded[2]))
         if on_steps:
@@ -273,7 +274,6 @@ def _run_chunked(programs: Programs, static, stepper, dynamic, keys, chunk: int,
                 save("stopped")
         raise
     last = finish(progress[1], dynamic)
-    axis = jax.tree.leaves(keys)[0].ndim  # the step axis follows the batch axes
     metrics = jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=axis), *progress[2], last.metrics)
     result = wait_ready(last._replace(metrics=metrics))
     return result, compile_s, time.perf_counter() - t1

@@ -14,7 +14,9 @@ saves
 
 The next attempt of the same batch (submitit's requeue, or the same command run again into
 the same sweep directory) finds the checkpoint by the batch's identity (its jobs'
-directories and config fingerprints, the layout and the chunking), loads it into a freshly
+directories and config fingerprints, the layout and the chunking, and the code the results
+depend on: a digest of the project's sources and of each objective's module, so that a
+changed objective or method never resumes state computed by the old code), loads it into a freshly
 initialized carry and goes on from that step; the results are those of an uninterrupted run
 bit for bit (the same compiled chunks see the same inputs). ``attempts`` counts the starts
 of a batch that has not completed (a small JSON beside the checkpoint); both files are
@@ -25,7 +27,9 @@ written their results, or whose settings changed, leaves a checkpoint nothing ca
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.util
 import json
 import os
 import time
@@ -58,6 +62,30 @@ def _atomic_write(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
+SRC = Path(__file__).resolve().parent
+
+
+@functools.cache
+def _digest(files: tuple[str, ...]) -> str:
+    h = hashlib.sha256()
+    for name in files:
+        h.update(name.encode())
+        h.update(Path(name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def code_identity(targets: tuple[str, ...]) -> str:
+    """A digest of the code a batch's results depend on: every source file of the project
+    (``src/``) and the module of each objective factory (``_target_``, which may live
+    outside it: a researcher's own objective)."""
+    files = sorted(str(p) for p in SRC.rglob("*.py"))
+    for target in targets:
+        spec = importlib.util.find_spec(target.rpartition(".")[0])
+        if spec is not None and spec.origin and spec.origin.endswith(".py"):
+            files.append(spec.origin)
+    return _digest(tuple(dict.fromkeys(files)))
+
+
 class BatchCheckpoint:
     """The checkpoint of one batch: ``<folder>/<identity>.npz`` and its attempts file."""
 
@@ -73,9 +101,11 @@ class BatchCheckpoint:
     @classmethod
     def for_batch(cls, jobs, layout: Any, every_s: float | None = DEFAULT_EVERY_S) -> BatchCheckpoint:
         """The checkpoint of the batch of ``jobs`` (its identity: the jobs' directories and
-        config fingerprints, and ``layout``: anything else its carry's shape depends on)."""
+        config fingerprints, ``layout``: anything else its carry's shape depends on, and the
+        code's digest)."""
         described = [[str(Path(j.out_dir).resolve()), j.run.fingerprint] for j in jobs]
-        digest = hashlib.sha256(json.dumps([described, repr(layout)]).encode()).hexdigest()[:16]
+        code = code_identity(tuple(sorted({j.run.tree["objective"]["_target_"] for j in jobs})))
+        digest = hashlib.sha256(json.dumps([described, repr(layout), code]).encode()).hexdigest()[:16]
         return cls(Path(jobs[0].out_dir).resolve().parent / ".checkpoints", f"batch-{digest}", every_s)
 
     def start(self) -> None:
@@ -106,10 +136,11 @@ class BatchCheckpoint:
         _atomic_write(self.path, lambda f: np.savez(f, **arrays))
         self._last = time.monotonic()
 
-    def load(self, carry) -> tuple[int, Any, list] | None:
+    def load(self, carry, sizes: list[int], axis: int) -> tuple[int, Any, list] | None:
         """``(chunks done, carry, rows)`` from the checkpoint, shaped like ``carry`` (a fresh
-        one: its leaves' dtypes, key types and shardings); None when there is none, or when
-        it does not fit (then it is set aside, with a warning)."""
+        one: its leaves' dtypes, key types and shardings), its rows ``sizes[r]`` steps long
+        on ``axis`` for chunk ``r``; None when there is none, or when it does not fit (then it
+        is set aside, with a warning)."""
         import jax
 
         if not self.path.exists():
@@ -131,6 +162,7 @@ class BatchCheckpoint:
                     if name.startswith("rows_"):
                         r, column = name.removeprefix("rows_").split("/", 1)
                         rows[int(r)][column] = f[name]
+                _check_rows(meta, rows, sizes, axis)
         except Exception as exc:  # noqa: BLE001 - a corrupt or foreign file: start over, say so
             import warnings
 
@@ -148,6 +180,18 @@ class BatchCheckpoint:
             self.folder.rmdir()  # only when no other batch's checkpoint is there
         except OSError:
             pass
+
+
+def _check_rows(meta: dict, rows: list[dict], sizes: list[int], axis: int) -> None:
+    """The metadata agree with the arrays: as many chunks of rows as chunks done, each as
+    long as its chunk, and the steps done their sum."""
+    chunks = meta["chunks"]
+    if not 0 < chunks <= len(sizes) or len(rows) != chunks or meta["steps"] != sum(sizes[:chunks]):
+        raise ValueError(f"metadata (chunks {chunks}, steps {meta['steps']}, rows {len(rows)}) do not fit this batch")
+    for r, row in enumerate(rows):
+        for column, x in row.items():
+            if x.ndim <= axis or x.shape[axis] != sizes[r]:
+                raise ValueError(f"rows of chunk {r}: {column} has shape {x.shape}, expected {sizes[r]} steps")
 
 
 def remove_checkpoints(sweep_dir: Path) -> None:

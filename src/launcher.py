@@ -237,6 +237,10 @@ def launch_batched(launcher, job_overrides: Sequence[Sequence[str]], initial_job
     t = time.perf_counter()
     validated = check(entries, overwrite=launcher.overwrite) if check is not None else None
     validate_s = time.perf_counter() - t
+    if not launcher.resume or launcher.overwrite:  # a fresh start: no batch resumes an old state
+        from src.checkpoints import remove_checkpoints
+
+        remove_checkpoints(composer.sweep_dir)
     callbacks = launcher.hydra_context.callbacks
     has_callbacks = bool(getattr(callbacks, "callbacks", None))
     full = {}

@@ -146,3 +146,51 @@ def test_a_checkpoint_of_other_settings_is_not_used_and_is_cleaned_up(tmp_path, 
         summary = json.loads((out / i / "summary.json").read_text())
         assert summary["attempts"] == 1 and summary["resumed_from_step"] == 0
     assert not (out / ".checkpoints").exists()
+
+
+@pytest.mark.parametrize("fresh", ["hydra.launcher.resume=false", "hydra.launcher.overwrite=true"])
+def test_a_fresh_start_discards_checkpoints(fresh, tmp_path, monkeypatch):
+    """``resume=false`` and ``overwrite=true`` start every batch from step 0, never from a
+    checkpoint that an earlier run of the same settings left."""
+    from tests.conftest import cli
+
+    out = tmp_path / "sweep"
+    _stopped_in_chunk(2, out, monkeypatch)
+    proc = cli("-m", *SETTINGS, "lr=0.05,0.1", fresh, f"hydra.sweep.dir={out}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for i in ("0", "1"):
+        summary = json.loads((out / i / "summary.json").read_text())
+        assert summary["attempts"] == 1 and summary["resumed_from_step"] == 0
+
+
+def test_a_checkpoints_identity_includes_the_objectives_code(tmp_path, monkeypatch):
+    """Changing the objective module's source changes the identity, so a batch never resumes
+    state that the old code computed."""
+    from src import checkpoints
+
+    module = tmp_path / "my_objective_mod.py"
+    module.write_text("def make():\n    return 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = checkpoints.code_identity(("my_objective_mod.make",))
+    assert before == checkpoints.code_identity(("my_objective_mod.make",))
+    module.write_text("def make():\n    return 2\n")
+    checkpoints._digest.cache_clear()  # a process sees its own code: the cache keys on files
+    assert checkpoints.code_identity(("my_objective_mod.make",)) != before
+    assert checkpoints.code_identity(("src.objectives.toy.make",)) != before
+
+
+def test_a_checkpoint_whose_metadata_disagree_with_its_arrays_is_set_aside(tmp_path, reference, monkeypatch):
+    from src.sweep import run_sweep
+
+    out = tmp_path / "sweep"
+    saved = _stopped_in_chunk(3, out, monkeypatch)
+    with np.load(saved) as f:
+        arrays = dict(f)
+    meta = json.loads(bytes(arrays["meta"]).decode())
+    arrays["meta"] = np.frombuffer(json.dumps({**meta, "chunks": 3, "steps": 30}).encode(), np.uint8)
+    np.savez(saved, **arrays)
+    with pytest.warns(UserWarning, match="do not fit this batch"):
+        run_sweep(_entries(out), sweep_dir=out)
+    for i in ("0", "1"):
+        assert json.loads((out / i / "summary.json").read_text())["resumed_from_step"] == 0
+        _same(out / i, reference / i)
