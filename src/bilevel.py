@@ -142,7 +142,11 @@ def make_stepper(objective: Objective, steps: int, newton_steps: int | None = No
     diagnostics, cumulative oracle calls); rows ``0, eval_every, 2 eval_every, ...`` and
     the last also have the *evaluation* columns, which cost full-batch passes: the losses,
     the objective's metrics and, where a reference exists (:mod:`src.reference`; a closed
-    form, or ``newton_steps`` Newton steps), ``hypergrad_error``, ``grad_h_sq`` =
+    form, or ``newton_steps`` Newton steps), ``hypergrad_error`` = ||g_t - grad h(theta_t)|| /
+    ||grad h(theta_t)||, the relative error of the direction ``g_t`` that the outer step takes
+    (for a single-loop method, its minibatch or SAGA estimate at ``(z_t, v_t)``: it stays of
+    order one while grad h tends to zero, so read it beside the absolute error),
+    ``hypergrad_abs_error`` = ||g_t - grad h(theta_t)||, ``grad_h_sq`` =
     ||grad h(theta_t)||^2, ``h_value`` = h(theta_t), ``inner_gap_sq`` = ||w_t - w*||^2 and,
     for methods with a linear-system variable, ``v_gap_sq`` = ||v_t - v*||^2. Between
     evaluations these columns are NaN."""
@@ -157,9 +161,11 @@ def make_stepper(objective: Objective, steps: int, newton_steps: int | None = No
             exact = objective.hypergrad_at(r.w, theta, data)
             err = optax.tree.norm(jax.tree.map(jnp.subtract, r.grad, exact))
             out["hypergrad_error"] = err / jnp.maximum(optax.tree.norm(exact), jnp.finfo(err.dtype).tiny)
+            out["hypergrad_abs_error"] = err
         if ref is not None:
             err = optax.tree.norm(jax.tree.map(jnp.subtract, r.grad, ref.grad))
             out["hypergrad_error"] = err / jnp.maximum(optax.tree.norm(ref.grad), jnp.finfo(err.dtype).tiny)
+            out["hypergrad_abs_error"] = err
             out["grad_h_sq"] = optax.tree.norm(ref.grad, squared=True)
             out["h_value"] = ref.value
             out["inner_gap_sq"] = _sq_norm(r.w, ref.w)

@@ -303,6 +303,25 @@ def check_representable(dynamic: Mapping[str, Any], precision: str) -> None:
             )
 
 
+def check_batch_size(run: RunConfig, objective, data) -> None:
+    """A minibatch no larger than the larger sum (a ``batch_size`` above a sum's samples is
+    that sum in full, as a full-batch run is; above both it is a full-batch run by mistake)."""
+    from src.sampling import sizes
+
+    batch_size = run.tree["batch_size"]
+    if batch_size is None or not (objective.inner_samples or objective.outer_samples):
+        return
+    n_in, n_out = sizes(objective, data)
+    if batch_size > max(n_in, n_out):
+        name = run.tree["objective"].get("name", run.tree["objective"]["_target_"])
+        raise ConfigError(
+            "batch_size",
+            batch_size,
+            f"at most {max(n_in, n_out)}, the samples of objective {name!r} (its inner sum has {n_in}, its outer "
+            f"sum {n_out}; a sum with fewer samples than batch_size is taken in full); null for full batch",
+        )
+
+
 def check_compatible(tree: dict, objective) -> None:
     """Choices that are valid alone but not together."""
     name = tree["objective"].get("name", tree["objective"]["_target_"])
@@ -310,7 +329,7 @@ def check_compatible(tree: dict, objective) -> None:
         raise ConfigError(
             "batch_size",
             tree["batch_size"],
-            f"null: objective {name!r} is not a finite sum and runs full batch "
+            f"null (full batch): objective {name!r} is not a finite sum "
             "(finite sums: quadratic_sum, data_cleaning, logreg)",
         )
     if objective.prox is not None and (tree.get("inner_solver", {}).get("name") not in PROX_SOLVERS):

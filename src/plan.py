@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from src.config import RunConfig, objective_of, unflatten
+from src.config import RunConfig, check_batch_size, objective_of, unflatten
 
 
 @dataclasses.dataclass
@@ -58,7 +58,9 @@ def job_data(run: RunConfig) -> dict[str, np.ndarray]:
     """Host-side data of one job (``objective.data(seed, **options)``), memoized: the jobs
     of a sweep over learning rates x seeds build each seed's data once."""
     seed, options = _data_key(run)
-    return _data(run.static, seed, options)
+    data = _data(run.static, seed, options)
+    check_batch_size(run, objective_of(run.static), data)
+    return data
 
 
 @functools.lru_cache(maxsize=256)

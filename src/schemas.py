@@ -49,7 +49,7 @@ class Run(BaseModel):
     precision: Literal["float32", "float64"]
     chunk_steps: Annotated[int, at.Ge(1)] | None = None
     reference_newton_steps: Annotated[int, at.Ge(1)] | None = None
-    batch_size: Annotated[int, at.Ge(1)] | None = None  # samples per minibatch; null: full batch
+    batch_size: Annotated[int, at.Interval(ge=1, le=2**31 - 1)] | None = None  # samples per minibatch; null: full batch
     eval_every: Annotated[int, at.Ge(1)] = 1  # rows between full-batch evaluations
 
 

@@ -51,6 +51,8 @@ def validate_all(entries, clock: Clock | None = None) -> list:
         for i, run in enumerate(runs):
             try:
                 job_data(run)  # memoized: the batch uses these arrays
+            except ConfigError as err:  # an option that only the data can check (batch_size)
+                refuse(f"Error in {_where(entries, i)}: {err}")
             except Exception as exc:  # noqa: BLE001 - any failure of the objective's data function
                 refuse(f"Error in {_where(entries, i)}: its data cannot be built: {type(exc).__name__}: {exc}")
     return runs
@@ -252,7 +254,8 @@ def _sweep(
         raise interrupts.Interrupted(str(exc)) from None
     except BaseException:  # a requeue's SystemExit, an error: runs of completed jobs are kept
         if writer is not None:
-            writer.close()
+            with contextlib.suppress(Exception):  # never in place of the exception that stopped the sweep
+                writer.close()
         raise
     with clock.timed("wandb_wait_s"):  # waiting for the last wandb runs once the batches are done
         writer.close()

@@ -36,6 +36,8 @@ def train(cfg: DictConfig | dict, out_dir: str | Path, overrides=()) -> dict:
     run = validate(cfg)  # before any work
     try:
         job_data(run)  # options that only the data can check (memoized for the run)
+    except ConfigError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any failure of the objective's data function
         raise DataError(f"its data cannot be built: {type(exc).__name__}: {exc}") from exc
     enable_compilation_cache()
@@ -59,6 +61,7 @@ def task(cfg: DictConfig) -> float:
     try:
         summary = train(cfg, hc.runtime.output_dir, hc.overrides.task)
     except (ConfigError, DataError) as err:  # Hydra would print a traceback for an exception: exit ourselves
+        _discard_refused(Path(hc.runtime.output_dir))
         print(f"Error: {err}. Nothing was run.", file=sys.stderr)
         sys.exit(2)
     print_summary(summary, hc.runtime.output_dir)
@@ -67,6 +70,20 @@ def task(cfg: DictConfig) -> float:
 
         return Diverged(Path(hc.runtime.output_dir).name, summary["diverged_step"])
     return summary["final"]["outer_loss"]
+
+
+def _discard_refused(out_dir: Path) -> None:
+    """What Hydra wrote for a single run that was refused (``.hydra/``), and the run's
+    directory if that leaves it empty; never a directory that holds results."""
+    import shutil
+
+    if (out_dir / "summary.json").exists() or (out_dir / "metrics.parquet").exists():
+        return
+    shutil.rmtree(out_dir / ".hydra", ignore_errors=True)
+    try:
+        out_dir.rmdir()
+    except OSError:
+        pass
 
 
 def _run_sweep(entries, **kwargs) -> list:
@@ -141,6 +158,9 @@ def main() -> None:
             print("Interrupted.", file=sys.stderr)
         sys.stdout.flush()
         sys.stderr.flush()
+        from src.wandb_runs import remove_temp_dirs
+
+        remove_temp_dirs()
         os._exit(130)  # at once: a computation still running in XLA's threads is abandoned
     except Exception as exc:
         said = None if full_error else user_error(exc)

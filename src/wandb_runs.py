@@ -118,7 +118,9 @@ def _scalar(x):
 
 
 def _error(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
+    """One line of at most 200 characters (a server's answer may be a page of HTML)."""
+    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    return f"{type(exc).__name__}: {first[:200]}{'...' if len(first) > 200 else ''}"
 
 
 def log_wandb_run(job_dir: str, settings: dict, config: dict, columns: dict, summary: dict) -> str | None:
@@ -134,14 +136,28 @@ def log_wandb_run(job_dir: str, settings: dict, config: dict, columns: dict, sum
 _OPEN: dict[str, object] = {}  # job_dir -> open run, or the error that kept it from opening
 
 
+def remove_temp_dirs() -> None:
+    """wandb's module-level temporary folders (``tmp*wandb-media``, ``tmp*wandb-artifacts``)
+    are removed at interpreter exit, which ``os._exit`` skips: remove them before it."""
+    for module, attr in (("wandb.sdk.data_types._private", "MEDIA_TMP"), ("wandb.sdk.artifacts.artifact", None)):
+        mod = sys.modules.get(module)
+        tmp = getattr(mod, attr, None) if attr else getattr(getattr(mod, "Artifact", None), "_TMP_DIR", None)
+        if tmp is not None:
+            tmp.cleanup()
+
+
 def _exit_with(parent: int) -> None:
     while os.getppid() == parent:
         time.sleep(0.5)
+    remove_temp_dirs()
     os._exit(1)  # the sweep is gone (even by kill -9): so is its worker, and wandb's service with it
 
 
-def _start_worker(parent: int) -> None:
+def _start_worker(parent: int, temp_dir: str) -> None:
+    import tempfile
+
     os.setpgrp()  # a terminal's Ctrl-C goes to the sweep's process group, not here
+    os.environ["TMPDIR"] = tempfile.tempdir = temp_dir  # the parent removes it, however this worker ends
     threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
     # wandb's SDK error reporting (OpenTelemetry) costs ~0.2 ms per logged step; workers
     # turn it off unless the user set WANDB_ERROR_REPORTING themselves
@@ -244,17 +260,22 @@ class WandbWriter:
         self.to_open: deque = deque()
         self.open_ahead = open_ahead
         self.turn = 0
+        self.temp_dir: str | None = None
         if self.enabled and workers > 0:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
+            import tempfile
+
             ctx = multiprocessing.get_context("spawn")  # never fork a process that runs JAX
+            self.temp_dir = tempfile.mkdtemp(prefix="bilevel-wandb-")  # the workers' temporary files
             main = threading.current_thread() is threading.main_thread()
             previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None  # inherited: ignored
             try:
                 for _ in range(workers):  # one process per pool: a run is written where it was opened
                     pool = ProcessPoolExecutor(
-                        max_workers=1, mp_context=ctx, initializer=_start_worker, initargs=(os.getpid(),)
+                        max_workers=1, mp_context=ctx, initializer=_start_worker,
+                        initargs=(os.getpid(), self.temp_dir),
                     )
                     pool.submit(_ready)  # start now: importing wandb overlaps compilation
                     self.pools.append(pool)
@@ -331,11 +352,20 @@ class WandbWriter:
         self.pools, self.futures = [], []
         for key in self.planned - written:
             shutil.rmtree(Path(key) / "wandb", ignore_errors=True)
+        self._remove_temp_dir()
+
+    def _remove_temp_dir(self) -> None:
+        if self.temp_dir is not None:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+            self.temp_dir = None
 
     def close(self) -> None:
         """Wait for every run; discard runs opened for jobs that did not complete."""
         for pool in self.pools:
-            self.futures.append(pool.submit(_discard_open_runs))
+            try:
+                self.futures.append(pool.submit(_discard_open_runs))
+            except Exception as exc:  # noqa: BLE001 - a broken pool (its worker was killed, as by a requeue)
+                self._done(_error(exc))
         for f in self.futures:
             try:
                 self._done(f.result())
@@ -345,6 +375,7 @@ class WandbWriter:
         for pool in self.pools:
             pool.shutdown()
         self.pools = []
+        self._remove_temp_dir()
         if self.errors:
             print(
                 f"Warning: wandb failed for {len(self.errors)} run(s) (local outputs are complete): {self.errors[0]}",

@@ -70,6 +70,9 @@ def test_bad_input_is_one_clear_message(args, named, allowed):
         (["lr=1e-50"], "invalid config: lr=1e-50: a value that float32 can hold"),
         (["objective._target_=numpy.zeros"], "invalid config: objective._target_='numpy.zeros': an objective factory"),
         (["objective=data_cleaning", "objective.n_train=5000"], "its data cannot be built: ValueError"),
+        (["batch_size=64"], "batch_size=64: null (full batch): objective 'toy' is not a finite sum"),
+        (["objective=quadratic_sum", "method=soba", "batch_size=100000"], "batch_size=100000: at most 32768"),
+        (["objective=quadratic_sum", "method=soba", "batch_size=2147483648"], "an integer in [1, 2147483647]"),
     ],
 )
 def test_bad_input_through_the_cli_exits_2_with_one_line(args, says, tmp_path):
@@ -77,7 +80,13 @@ def test_bad_input_through_the_cli_exits_2_with_one_line(args, says, tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and says in lines[0] and lines[0].endswith("Nothing was run."), proc.stderr
-    assert not (tmp_path / "run" / "metrics.parquet").exists()
+    assert not (tmp_path / "run").exists()  # a refused run leaves no directory (no .hydra/, no train.log)
+
+
+def test_a_run_writes_no_empty_log(tmp_path):
+    proc = cli("outer_steps=2", f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "run" / "summary.json").exists() and not list((tmp_path / "run").glob("*.log"))
 
 
 def test_unknown_group_option_lists_the_options(tmp_path):

@@ -110,7 +110,9 @@ def test_a_batch_signalled_usr2_checkpoints_is_requeued_and_resumes(slurm, tmp_p
     the results equal an uninterrupted run's."""
     out = tmp_path / "slurm"
     # a periodic checkpoint tells the test that the batch is running its chunks
-    cmd = _train(slurm, *LONG, "seed=0,1", "hydra.launcher.checkpoint_every_s=1", out=out)
+    # wandb offline (the default): the requeue kills its workers, which must not turn the
+    # requeue into a failure of the batch
+    cmd = _train(slurm, *LONG, "seed=0,1", "hydra.launcher.checkpoint_every_s=1", "wandb.mode=offline", out=out)
     proc = subprocess.Popen(cmd, cwd=ROOT, env=slurm, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         checkpoints = out / ".checkpoints"
@@ -127,6 +129,8 @@ def test_a_batch_signalled_usr2_checkpoints_is_requeued_and_resumes(slurm, tmp_p
     finally:
         proc.kill()
     assert proc.returncode == 0, err[-3000:]
+    assert "Traceback" not in err and "failed 0" in err, err[-3000:]
+    assert json.loads((out / "sweep_summary.json").read_text())["failed"] == 0
     local = _local(tmp_path / "local", LONG, [("seed=0",), ("seed=1",)])
     for i in ("0", "1"):
         summary = _summary(out / i)

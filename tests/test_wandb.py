@@ -29,8 +29,11 @@ def test_batched_sweep_logs_one_run_per_job(tmp_path):
         "wandb.mode=offline",
         f"hydra.sweep.dir={out}",
     )
-    proc = cli(*args)
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    proc = cli(*args, env={"TMPDIR": str(temp)})
     assert proc.returncode == 0, proc.stderr
+    assert not list(temp.iterdir())  # no tmp*wandb-* folder left behind by the run's processes
     jobs = sorted((p for p in out.iterdir() if p.is_dir()), key=lambda p: int(p.name))
     assert len(jobs) == 4
     ids = set()
@@ -135,3 +138,19 @@ def test_runs_opened_ahead_are_written_or_discarded(tmp_path):
         assert [h["outer_loss"] for h in wandb_file.history(f)] == [3.0, 2.0, 1.0]
         assert [h["converged"] for h in wandb_file.history(f)] == [1, 1, 1]
         assert wandb_file.config(f)["lr"] == lrs[i] and wandb_file.summary(f)["final/outer_loss"] == 1.0
+
+
+def test_a_killed_worker_is_a_wandb_failure_not_an_error(tmp_path):
+    """A requeue (or the OOM killer) that kills the wandb workers: ``close`` says so in one
+    warning and returns, so the sweep's own outcome (a requeue's exit) is what is reported."""
+    from src.wandb_runs import WandbWriter
+
+    writer = WandbWriter({"mode": "offline", "group": "g"}, workers=1)
+    writer.plan([(tmp_path / "0", {"lr": 0.1}, "toy")])
+    for pool in writer.pools:
+        for process in list(pool._processes.values()):
+            process.kill()
+            process.join()
+    writer.close()  # would raise BrokenProcessPool
+    assert writer.errors and "BrokenProcessPool" in writer.errors[-1]
+    assert writer.temp_dir is None
