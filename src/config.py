@@ -63,6 +63,30 @@ def _stochastic_methods() -> dict[str, type]:
     return METHODS
 
 
+def method_class(node: Mapping[str, Any]) -> type:
+    """The class of a single-loop method node: a researcher's own in ``method._target_``
+    (a frozen dataclass with a ``schedule`` field, written on the protocol of
+    :mod:`src.stochastic`), else the shipped method named ``method.name``."""
+    methods = _stochastic_methods()
+    if "_target_" in node:
+        import dataclasses
+
+        cls = locate(node["_target_"], "method._target_")
+        fields = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+        if not isinstance(cls, type) or "schedule" not in fields or not hasattr(cls, "evaluate"):
+            raise ConfigError(
+                "method._target_", node["_target_"],
+                "a single-loop method class (a frozen dataclass with a schedule field and init/evaluate/update, "
+                "e.g. a subclass of src.stochastic.SOBA; see examples/clipped_soba.py)",
+            )  # fmt: skip
+        return cls
+    if node.get("name") not in methods:
+        raise ConfigError(
+            "method.name", node.get("name"), f"one of {', '.join(methods)}, or your own method's class in method._target_"
+        )
+    return methods[node["name"]]
+
+
 @functools.cache
 def stochastic_model(cls: type):
     """The options of a single-loop method: its schedule's and its own (not ``batch_size``,
@@ -252,10 +276,7 @@ def validate(cfg: Mapping) -> RunConfig:
     single_loop = cfg.get("method") is not None
     if single_loop:  # method=soba|saba|...: its own node; the nested groups are not used
         node = _group(cfg, "method")
-        methods = _stochastic_methods()
-        if node.get("name") not in methods:
-            raise ConfigError("method.name", node.get("name"), f"one of {', '.join(methods)}")
-        tree["method"] = check(stochastic_model(methods[node["name"]]), node, "method")
+        tree["method"] = _checked(stochastic_model(method_class(node)), node, "method")
         del tree["lr"]
     else:
         tree["inner_solver"] = _check_inner(_group(cfg, "inner_solver"))
@@ -451,7 +472,7 @@ def _single_loop(node: Mapping[str, Any], batch_size: int | None):
 
     from src.stochastic import Schedule
 
-    cls = _stochastic_methods()[node["name"]]
+    cls = method_class(node)
     schedule = Schedule(**{f.name: node[f.name] for f in dataclasses.fields(Schedule)})
-    own = {f.name: node[f.name] for f in dataclasses.fields(cls) if f.name not in ("schedule", "batch_size")}
+    own = {f.name: node[f.name] for f in dataclasses.fields(cls) if f.name not in ("schedule", "batch_size") and f.name in node}
     return cls(schedule=schedule, batch_size=batch_size, **own)

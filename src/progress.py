@@ -29,7 +29,7 @@ def print_summary(summary: dict, out_dir) -> None:
     status = summary["status"]
     if summary.get("diverged_step") is not None:
         status += f" at step {summary['diverged_step']}"
-    shown = {k: v for k, v in final.items() if k in ("outer_loss", "hypergrad_norm", "theta", "w")}
+    shown = {k: v for k, v in final.items() if k in ("outer_loss", "hypergrad_norm", "grad_h_sq", "theta", "w")}
     shown.update({k: v for k, v in final.items() if "accuracy" in k})
     metrics = "  ".join(f"{k}={v:.6g}" for k, v in shown.items() if isinstance(v, float | int))
     print(

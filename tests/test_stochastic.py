@@ -166,7 +166,7 @@ def test_job_alone_equals_job_in_a_batch(tmp_path, precision, rtol):
 def test_batch_size_needs_a_finite_sum():
     from src.config import ConfigError
 
-    with pytest.raises(ConfigError, match="batch_size=64.*null: objective 'quadratic' is not a finite sum"):
+    with pytest.raises(ConfigError, match="batch_size=64.*null \\(full batch\\): objective .quadratic. is not a finite sum"):
         validate(compose("objective=quadratic", "method=soba", "batch_size=64"))
 
 
@@ -264,3 +264,23 @@ def test_the_groups_compose_the_sequential_variant_of_soba():
             u = u + rho * (jax.grad(F)(z, x, data) - _hvp(G, z, x, u, data))
             x = x - gamma * (jax.grad(F, argnums=1)(z, x, data) - _cross(G, z, x, u, data))
         np.testing.assert_allclose(result.theta, x, rtol=0, atol=1e-10)
+
+
+def test_a_researchers_own_method_runs_in_a_sweep(tmp_path):
+    """examples/clipped_soba.py, located by ``method._target_``: with a clip it never reaches
+    it is SOBA's run; with a small clip every outer direction has norm <= clip."""
+    import pandas as pd
+
+    from tests.conftest import cli
+
+    out, soba = tmp_path / "own", tmp_path / "soba"
+    common = (*SMALL[:5], "batch_size=64", "outer_steps=20", "eval_every=10")
+    proc = cli("-m", "hydra.searchpath=[file://examples/conf]", *common, "method=clipped_soba",
+               "method.clip=1e9,0.01", f"hydra.sweep.dir={out}")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = cli("-m", *common, "method=soba", f"hydra.sweep.dir={soba}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    unclipped, clipped, reference = (pd.read_parquet(d / "metrics.parquet") for d in (out / "0", out / "1", soba / "0"))
+    for col in ("hypergrad_norm", "grad_h_sq", "outer_loss"):
+        np.testing.assert_allclose(unclipped[col], reference[col], rtol=1e-6, err_msg=col)
+    assert (clipped["hypergrad_norm"] <= 0.01 * (1 + 1e-5)).all() and (reference["hypergrad_norm"] > 0.01).any()
