@@ -131,8 +131,8 @@ def user_error(exc: BaseException) -> tuple[str, int] | None:
         if swept_group and any(a in ("-m", "--multirun") for a in sys.argv[1:]):
             key = f"{swept_group[1]}.{swept_group[2]}"
             text += (
-                f"\n(With -m, a key of a group that is itself swept is applied job by job: write it as a sweep "
-                f"of one value, {key}=choice(VALUE), or as ++{key}=VALUE.)"
+                f"\n(With -m, a key of a group whose option is chosen per job (swept, or by a study) is applied "
+                f"job by job: write it as ++{key}=VALUE, or as a sweep of one value, '{key}=choice(VALUE)'.)"
             )
         unknown = re.search(r"Key '\w+' is not in struct\s+full_key: ([\w.]+)", text)
         if unknown:
@@ -145,10 +145,34 @@ def user_error(exc: BaseException) -> tuple[str, int] | None:
     return None
 
 
+SWEPT_GROUP = re.compile(r"^(\w+)=(.*,.*|(choice|range|glob)\(.*\))$")
+GROUP_KEY = re.compile(r"^(\+{0,2})(\w+)\.([\w.]+)=([^,()\[\]{}'\"\s]+)$")
+
+
+def per_job_overrides(argv: list[str]) -> list[str]:
+    """With ``-m``, a key of a group that the same command sweeps (``method=soba,saba
+    method.step_size=0.01``) as a sweep of one value (``method.step_size=choice(0.01)``):
+    Hydra composes the multirun's primary config with every plain override before any
+    sweeper runs, when no option of the group is chosen yet, and refuses the key there;
+    a sweep override is applied job by job, after the group's option."""
+    if not any(a in ("-m", "--multirun") for a in argv):
+        return argv
+    from src.config import GROUPS
+
+    groups = {*GROUPS, "method"}
+    swept = {m[1] for a in argv if (m := SWEPT_GROUP.match(a)) and m[1] in groups}
+    out = []
+    for a in argv:
+        m = GROUP_KEY.match(a)
+        out.append(f"{m[1]}{m[2]}.{m[3]}=choice({m[4]})" if m and m[2] in swept else a)
+    return out
+
+
 def main() -> None:
     """``python -m src.train``."""
     from src.interrupts import Interrupted
 
+    sys.argv[1:] = per_job_overrides(sys.argv[1:])
     full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"  # the user asked for tracebacks
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises, and the errors are worded below
     try:
