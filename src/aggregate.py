@@ -32,14 +32,16 @@ ID_COLUMNS = ("sweep", "job", "path", "status", "diverged_step", "batch")
 def _job_dirs(paths: Sequence[str | Path]) -> list[Path]:
     """Job directories under ``paths``: those Hydra set up (``.hydra/``) or that hold a
     summary, whether or not they hold results."""
-    dirs = []
+    dirs: dict[Path, Path] = {}  # resolved -> as given: a job found under two given paths counts once
     for p in map(Path, paths):
         if (p / "summary.json").exists() or (p / ".hydra").is_dir():
-            dirs.append(p)
+            found = [p]
         else:
             found = {s.parent for s in p.rglob("summary.json")} | {h.parent for h in p.rglob(".hydra")}
-            dirs.extend(sorted(found, key=lambda d: (str(d.parent), int(d.name) if d.name.isdigit() else 0, d.name)))
-    return dirs
+            found = sorted(found, key=lambda d: (str(d.parent), int(d.name) if d.name.isdigit() else 0, d.name))
+        for d in found:
+            dirs.setdefault(d.resolve(), d)
+    return list(dirs.values())
 
 
 def _stored_config(d: Path, summary: dict | None) -> dict | None:

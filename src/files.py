@@ -106,7 +106,7 @@ def complete_result(job_dir: str | os.PathLike) -> dict | None:
     summary = read_summary(job_dir)
     if not isinstance(summary, dict) or summary.get("status") not in ("completed", "diverged"):
         return None
-    if not isinstance(summary.get("final"), dict) or "outer_loss" not in summary["final"]:
+    if not _well_formed(summary):
         return None
     try:
         if pq.read_metadata(job_dir / METRICS).num_rows != summary.get("rows"):
@@ -116,6 +116,22 @@ def complete_result(job_dir: str | os.PathLike) -> dict | None:
     except Exception:  # noqa: BLE001 - unreadable in any way: not a result
         return None
     return summary
+
+
+def _number(x) -> bool:
+    return x is None or (isinstance(x, int | float) and not isinstance(x, bool)) or isinstance(x, bool)
+
+
+def _well_formed(summary: dict) -> bool:
+    """The fields other code reads have their types: ``config`` a mapping, ``final`` a
+    mapping of numbers with ``outer_loss``, ``maximize`` a list of names."""
+    final = summary.get("final")
+    if not isinstance(final, dict) or "outer_loss" not in final or not all(map(_number, final.values())):
+        return False
+    if not isinstance(summary.get("config", {}), dict):
+        return False
+    maximize = summary.get("maximize", [])
+    return isinstance(maximize, list | tuple) and all(isinstance(m, str) for m in maximize)
 
 
 def clear_results(job_dir: str | os.PathLike) -> None:

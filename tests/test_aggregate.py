@@ -227,3 +227,33 @@ def test_curves_against_oracle_calls_and_time(stochastic):
     assert "Best setting per method" in proc.stdout and (stochastic / "best.csv").exists()
     assert (stochastic / "plot_outer_loss_oracle_calls.png").stat().st_size > 5000
     assert len(pd.read_csv(stochastic / "best.csv")) == 3
+
+
+def test_overlapping_paths_count_each_job_once(sweeps):
+    ridge, _ = sweeps
+    assert len(load_runs(ridge, ridge / "0", ridge)) == 6
+    assert len(load_runs(ridge, f"{ridge}/../{ridge.name}")) == 6
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        {"config": "lr=0.05"},  # a config that is not a mapping
+        {"maximize": 5},
+        {"final": {"outer_loss": "low"}},
+    ],
+    ids=["config-string", "maximize-number", "final-text"],
+)
+def test_a_summary_of_the_wrong_shape_is_unreadable(sweeps, tmp_path, edit):
+    import shutil
+
+    ridge, _ = sweeps
+    broken = tmp_path / "broken"
+    shutil.copytree(ridge, broken)
+    summary = json.loads((broken / "0" / "summary.json").read_text())
+    (broken / "0" / "summary.json").write_text(json.dumps({**summary, **edit}))
+    runs = load_runs(broken)
+    assert (runs.set_index("job").loc["0", "status"]) == "unreadable"
+    proc = cli(str(broken), "--metric", "outer_loss", module="src.aggregate")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "1 with unreadable result files: broken/0" in proc.stderr
