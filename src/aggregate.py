@@ -262,6 +262,8 @@ def pretty(table: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
         and c not in ("jobs", "diverged", "failed", "unreadable")
     ]
     out = table[keys].copy()
+    if "method" in out and (out["method"] == "-").any() and (out["method"] != "-").any():
+        out["method"] = out["method"].replace("-", REFERENCE)  # a nested run among single-loop methods
     for m in metrics:
         n = table[f"{m}_count"]
         if f"{m}_median" in table:
@@ -298,8 +300,29 @@ def _log_spaced(values: np.ndarray) -> bool:
     return bool(np.allclose(ratios, ratios[0], rtol=0.05) and ratios[0] > 1.5) or v[-1] / v[0] >= 100
 
 
-LOG_METRICS = re.compile(r"error|norm|residual|gap")
+LOG_METRICS = re.compile(r"error|norm|residual|gap|grad_h_sq")
 STYLES = ("-", "--", ":", "-.")
+MAX_CURVES = 10  # per panel: more cannot be told apart
+REFERENCE = "full-batch reference"  # what a nested run is called among single-loop methods
+METRIC_WORDS = {
+    "grad_h_sq": "‖∇h(θ)‖², squared norm of the value function's gradient",
+    "h_value": "h(θ) = F(w*(θ), θ)",
+    "outer_loss": "outer loss F(w, θ)",
+    "inner_loss": "inner loss G(w, θ)",
+    "hypergrad_error": "relative hypergradient error ‖g − ∇h‖ / ‖∇h‖",
+    "hypergrad_abs_error": "hypergradient error ‖g − ∇h‖",
+    "hypergrad_norm": "‖g‖, norm of the outer step's direction",
+    "inner_gap_sq": "‖w − w*(θ)‖², inner variable's squared error",
+    "v_gap_sq": "‖v − v*(θ)‖², linear system's squared error",
+    "test_accuracy": "test accuracy",
+    "val_accuracy": "validation accuracy",
+    "run_s": "run time (s)",
+}
+SHORT_KEYS = {"method.step_size": "step", "method.outer_ratio": "ratio"}
+
+
+def _words(metric: str) -> str:
+    return METRIC_WORDS.get(metric, metric)
 
 
 def _sort_value(v):
@@ -320,13 +343,26 @@ def _groups(frame: pd.DataFrame, by: Sequence[str]) -> list[tuple[tuple, pd.Data
 
 
 def _styles(names: list[tuple], by: Sequence[str], frame: pd.DataFrame) -> list[dict]:
-    """A line style per group: colours from a colormap ordered by the first numeric key's
-    value (else a qualitative palette), dash patterns for the other keys, and widths that
-    shrink from the first line drawn so that lines that coincide all stay visible."""
+    """A line style per group: one colour per method where ``method`` is a key (the same
+    method has the same colour in every figure), else colours from a colormap ordered by
+    the first numeric key's value (else a qualitative palette); dash patterns for the other
+    keys, and widths that shrink from the first line drawn so that lines that coincide all
+    stay visible."""
     import matplotlib
 
     numeric = [i for i, k in enumerate(by) if pd.to_numeric(frame[k], errors="coerce").notna().all()]
-    if numeric:
+    if "method" in by:
+        i = list(by).index("method")
+        palette = matplotlib.colormaps["tab10"]
+        methods = sorted({n[i] for n in names})
+        colour = {m: ("black" if m == "-" else palette(k % 10)) for k, m in enumerate(methods)}
+        dashes: dict = {}
+        styles = []
+        for n in names:
+            seen = dashes.setdefault(n[i], {})
+            dash = seen.setdefault(n, STYLES[len(seen) % len(STYLES)])
+            styles.append({"color": colour[n[i]], "linestyle": dash})
+    elif numeric:
         i = numeric[0]
         levels = sorted({n[i] for n in names}, key=_sort_value)
         cmap = matplotlib.colormaps["viridis"]
@@ -346,11 +382,28 @@ def _styles(names: list[tuple], by: Sequence[str], frame: pd.DataFrame) -> list[
     return styles
 
 
-def _log_axis(values: pd.Series, metric: str) -> bool:
-    v = pd.to_numeric(values, errors="coerce").dropna()
-    if v.empty or (v <= 0).any():
-        return False
-    return bool(LOG_METRICS.search(metric)) or v.max() / v.min() >= 100
+def y_scale(values: pd.Series, metric: str) -> tuple[str, dict]:
+    """The y axis from the data's spread: ``log`` for positive values of an error, norm or
+    gap, or that span two orders of magnitude; ``symlog`` (linear within the smallest
+    magnitudes, logarithmic beyond) for values that reach zero or below but whose
+    magnitudes span three orders (an outer loss that dips below zero); else linear."""
+    v = pd.to_numeric(values, errors="coerce").dropna().to_numpy()
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return "linear", {}
+    if (v > 0).all():
+        return ("log", {}) if LOG_METRICS.search(metric) or v.max() / v.min() >= 100 else ("linear", {})
+    magnitudes = np.abs(v[v != 0])
+    if magnitudes.size and magnitudes.max() / magnitudes.min() >= 1000:
+        return "symlog", {"linthresh": float(np.quantile(magnitudes, 0.05))}
+    return "linear", {}
+
+
+def _set_y(ax, values: pd.Series, metric: str, prefix: str = "") -> None:
+    scale, options = y_scale(values, metric)
+    ax.set_yscale(scale, **options)
+    suffix = {"log": " (log scale)", "symlog": f" (symlog scale, linear below {options.get('linthresh', 0):.2g})"}
+    ax.set_ylabel(prefix + _words(metric).split(",")[0] + suffix.get(scale, ""), fontsize=8)
 
 
 def _constant_within_batches(runs: pd.DataFrame, metric: str) -> bool:
@@ -362,9 +415,24 @@ def _constant_within_batches(runs: pd.DataFrame, metric: str) -> bool:
     return bool((shared["size"] > 1).any() and (shared["nunique"] <= 1).all())
 
 
+def _short(value: str) -> str:
+    try:
+        return f"{float(value):g}"
+    except ValueError:
+        return value
+
+
 def _label(by: Sequence[str], name: tuple) -> str:
-    """``key=value, ...``; keys that the group's config does not have (``-``) left out."""
-    return ", ".join(f"{k}={v}" for k, v in zip(by, name, strict=False) if v != "-") or "all"
+    """What tells a curve apart: among methods, ``saba (step 0.1, ratio 1)`` and a nested
+    run as the full-batch reference; else ``key=value, ...``. Keys that the group's config
+    does not have (``-``) are left out."""
+    values = dict(zip(by, name, strict=False))
+    if "method" in values:
+        method = values.pop("method")
+        rest = ", ".join(f"{SHORT_KEYS.get(k, k.rsplit('.', 1)[-1])} {_short(v)}" for k, v in values.items() if v != "-")
+        head = REFERENCE if method == "-" else method
+        return f"{head} ({rest})" if rest else head
+    return ", ".join(f"{k}={v}" for k, v in values.items() if v != "-") or "all"
 
 
 def _finish(fig, ax, title: str, path: Path, legend: bool) -> Path:
@@ -399,45 +467,104 @@ def with_x(steps: pd.DataFrame, runs: pd.DataFrame, x: str) -> pd.DataFrame:
     return steps.assign(_x=seconds * steps["step"] / total)
 
 
+def panels(groups: list, by: Sequence[str], metric: str, higher: bool) -> list[tuple[str, list, str]]:
+    """The curves of a figure in panels of at most :data:`MAX_CURVES`: one panel when they
+    fit, else one per value of ``method`` (or of the first key); a panel that still has
+    more keeps the best by the final median (and says so). ``(title, groups, note)``."""
+    if len(groups) <= MAX_CURVES:
+        return [("", groups, "")]
+    facet = "method" if "method" in by else by[0]
+    i = list(by).index(facet)
+    values = list(dict.fromkeys(name[i] for name, _ in groups))
+    out = []
+    for value in values:
+        mine = [(name, g) for name, g in groups if name[i] == value]
+        note = ""
+        if len(mine) > MAX_CURVES:
+            final = [g[g["step"] == g["step"].max()][metric].median() for _, g in mine]
+            order = np.argsort(final)[::-1] if higher else np.argsort(final)
+            note = f"; the best {MAX_CURVES} of {len(mine)} settings by final median"
+            mine = [mine[k] for k in sorted(order[:MAX_CURVES])]
+        head = REFERENCE if facet == "method" and value == "-" else f"{facet}={value}"
+        out.append((head, mine, note))
+    return out
+
+
 def plot(
-    runs: pd.DataFrame, steps: pd.DataFrame, metrics: Sequence[str], by: Sequence[str], out: Path, x: str = "step"
+    runs: pd.DataFrame, steps: pd.DataFrame, metrics: Sequence[str], by: Sequence[str], out: Path, x: str = "step",
+    prefix: str = "plot_",
 ) -> list[Path]:
     """Each metric against ``x`` (:data:`X_AXES`; a line per group: the median over seeds,
     a band from the 20 % to the 80 % quantile, over the rows where it was evaluated) and
-    against each swept numeric key; log axes for errors, norms and metrics that span
-    orders of magnitude; legends sorted by value, outside."""
+    against each swept numeric key. The y axis is chosen from the data's spread
+    (:func:`y_scale`) and named in words; on a log x axis step 0 is drawn at the axis' left
+    edge (half the smallest positive x), so that every curve starts at its step-0 value; more
+    than :data:`MAX_CURVES` curves are split into panels (:func:`panels`); legends sorted by
+    value, outside."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     written = []
     completed = steps[steps["status"] == "completed"] if "status" in steps else steps
     if not completed.empty:
         completed = with_x(completed, runs, x)
+    higher_is_better = runs.attrs.get("maximize", set())
     for metric in metrics:
         if metric not in completed.columns or completed[metric].isna().all():
             continue
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
         evaluated = completed.dropna(subset=[metric])  # rows between evaluations are NaN
         positive = evaluated["_x"][evaluated["_x"] > 0]
         log_x = x != "step" and not positive.empty and positive.max() / positive.min() >= 100
-        if log_x:  # budgets that differ by orders of magnitude (a full-batch reference): row 0 left out
-            evaluated = evaluated[evaluated["_x"] > 0]
-            ax.set_xscale("log")
+        xlabel = X_AXES[x]
+        if log_x:  # budgets that differ by orders of magnitude (a full-batch reference)
+            edge = float(positive.min()) / 2  # left of every curve's first positive point
+            evaluated = evaluated.assign(_x=evaluated["_x"].where(evaluated["_x"] > 0, edge))
+            xlabel += f"; log scale, step 0 drawn at the left edge (x = {edge:g})"
         groups = _groups(evaluated, by)
-        for (name, g), style in zip(groups, _styles([n for n, _ in groups], by, evaluated), strict=True):
-            q = g.groupby("step")[metric].quantile([0.2, 0.5, 0.8]).unstack()
-            xs = g.groupby("step")["_x"].median().loc[q.index]
-            ax.plot(xs, q[0.5], label=_label(by, name), **style)
-            ax.fill_between(xs, q[0.2], q[0.8], color=style["color"], alpha=0.15, linewidth=0)
-        ax.set_xlabel(X_AXES[x])
-        ax.set_ylabel(metric)
-        if _log_axis(completed[metric], metric):
-            ax.set_yscale("log")
-        title = f"{metric}: median and 20-80 % over seeds"
+        laid = panels(groups, by, metric, metric in higher_is_better)
+        ncols = min(3, len(laid))
+        nrows = -(-len(laid) // ncols)
+        fig, axes = plt.subplots(nrows, ncols, figsize=(6.4 if ncols == 1 else 4.6 * ncols, 4.2 * nrows),
+                                 squeeze=False, sharey=True)  # fmt: skip
+        for ax, (head, mine, note) in zip(axes.ravel(), laid, strict=False):
+            names = [n for n, _ in mine]
+            if len(laid) == 1:
+                styles = dict(zip(names, _styles(names, by, evaluated), strict=True))
+            else:  # a panel per value of the facet key: the other keys tell its curves apart
+                i = list(by).index("method" if "method" in by else by[0])
+                rest = [k for j, k in enumerate(by) if j != i]
+                inner = [tuple(v for j, v in enumerate(n) if j != i) for n in names]
+                styles = dict(zip(names, _styles(inner, rest, evaluated), strict=True))
+            for name, g in mine:
+                q = g.groupby("step")[metric].quantile([0.2, 0.5, 0.8]).unstack()
+                xs = g.groupby("step")["_x"].median().loc[q.index]
+                ax.plot(xs, q[0.5], label=_label(by, name), **styles[name])
+                ax.fill_between(xs, q[0.2], q[0.8], color=styles[name]["color"], alpha=0.15, linewidth=0)
+            if log_x:
+                ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # no crowded labels
+            ax.set_xlabel(xlabel if len(laid) == 1 else X_AXES[x].split(" (")[0], fontsize=8)
+            _set_y(ax, evaluated[metric], metric)
+            if len(laid) > 1:
+                ax.set_title(head + note, fontsize=8)
+                ax.legend(fontsize=6, loc="best", frameon=False)
+        for ax in axes.ravel()[len(laid) :]:
+            ax.set_visible(False)
+        title = f"{_words(metric)}: median and 20-80 % over seeds"
         suffix = "steps" if x == "step" else x
-        written.append(_finish(fig, ax, title, out / f"plot_{metric}_{suffix}.png", legend=bool(by)))
+        path = out / f"{prefix}{metric}_{suffix}.png"
+        if len(laid) == 1:
+            written.append(_finish(fig, axes[0, 0], title + laid[0][2], path, legend=bool(by)))
+        else:
+            fig.suptitle(f"{title} ({len(groups)} settings, a panel per {('method' if 'method' in by else by[0])})"
+                         + ("" if not log_x else f"\n{xlabel}"), fontsize=9)  # fmt: skip
+            fig.tight_layout()
+            fig.savefig(path, dpi=110, bbox_inches="tight")
+            plt.close(fig)
+            written.append(path)
     done = runs[runs["status"] == "completed"]
     for key in by:
         values = pd.to_numeric(done[key], errors="coerce")
@@ -449,25 +576,26 @@ def plot(
                 continue
             fig, ax = plt.subplots(figsize=(6.4, 4.2))
             groups = _groups(done, rest)
+            note = f" (the first {MAX_CURVES} of {len(groups)} settings)" if len(groups) > MAX_CURVES else ""
+            groups = groups[:MAX_CURVES]
             for (name, g), style in zip(groups, _styles([n for n, _ in groups], rest, done), strict=True):
                 q = g.groupby(pd.to_numeric(g[key]))[metric].quantile([0.2, 0.5, 0.8]).unstack().sort_index()
                 err = [q[0.5] - q[0.2], q[0.8] - q[0.5]]
                 ax.errorbar(q.index, q[0.5], yerr=err, marker="o", capsize=3, label=_label(rest, name), **style)
             if _log_spaced(values.to_numpy()):
                 ax.set_xscale("log")
-            if _log_axis(done[metric], metric):
-                ax.set_yscale("log")
+            _set_y(ax, done[metric], metric, "final ")
             ax.set_xlabel(key)
-            ax.set_ylabel(f"final {metric}")
-            path = out / f"plot_{metric}_vs_{key.replace('/', '_')}.png"
-            title = f"final {metric}: median and 20-80 % over seeds"
+            path = out / f"{prefix}{metric}_vs_{key.replace('/', '_')}.png"
+            title = f"final {_words(metric)}: median and 20-80 % over seeds{note}"
             written.append(_finish(fig, ax, title, path, legend=bool(rest)))
     return written
 
 
-def images(runs: pd.DataFrame, out: Path) -> list[Path]:
+def images(runs: pd.DataFrame, out: Path, prefix: str = "") -> list[Path]:
     """The learned synthetic images of each completed ``distillation`` job (its final theta,
-    one row per image per class, 8 x 8 standardized pixels): ``images_<job>.png``."""
+    one row per image per class, 8 x 8 standardized pixels): ``images_<sweep>_<job>.png``
+    (``prefix``: ``<prefix>images_<job>.png``)."""
     if "objective" not in runs:
         return []
     import matplotlib
@@ -489,7 +617,8 @@ def images(runs: pd.DataFrame, out: Path) -> list[Path]:
         accuracy = getattr(row, "test_accuracy", float("nan"))
         title = f"job {row.job}: {per_class} per class, test accuracy {accuracy:.3f}"
         fig.suptitle(title, fontsize=9, y=1.0 + 0.35 / per_class)
-        path = out / f"images_{row.sweep}_{row.job}.png".replace("/", "_")
+        name = f"{prefix}images_{row.job}.png" if prefix else f"images_{row.sweep}_{row.job}.png"
+        path = out / name.replace("/", "_")
         fig.savefig(path, dpi=110, bbox_inches="tight")
         plt.close(fig)
         written.append(path)
@@ -503,6 +632,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--by", nargs="*", help="keys to group by; default: the swept keys except seed")
     p.add_argument("--plot", action="store_true", help="write PNG figures")
     p.add_argument("--out", help="where to write results.* and plots; default: the (first) path")
+    p.add_argument(
+        "--figures",
+        metavar="DIR",
+        help="write the figures into DIR instead, named <sweep>_<metric>_<x>.png after the first path "
+        "(how the README's figures in docs/ are made)",
+    )
     p.add_argument("--stat", choices=STATS, default="mean", help="mean ± std, or median [20 %%, 80 %%]")
     p.add_argument("--x", choices=tuple(X_AXES), default="step", help="the curves' x axis (default: step)")
     p.add_argument(
@@ -554,7 +689,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         steps = load_steps(*args.paths, keys=by)
         if best is not None:  # the curves of each method's best setting, as the benchmark draws them
             runs, steps = select(runs, best, by), select(steps, best, by)
-        for path in [*plot(runs, steps, metrics, by, out, args.x), *images(runs, out)]:
+        figures, prefix = out, "plot_"
+        if args.figures:
+            figures, prefix = Path(args.figures), f"{Path(args.paths[0]).resolve().name}_"
+            figures.mkdir(parents=True, exist_ok=True)
+        drawn = [*plot(runs, steps, metrics, by, figures, args.x, prefix),
+                 *images(runs, figures, prefix if args.figures else "")]  # fmt: skip
+        for path in drawn:
             print(f"  {path}")
     return 0
 
