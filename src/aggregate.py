@@ -305,15 +305,15 @@ STYLES = ("-", "--", ":", "-.")
 MAX_CURVES = 10  # per panel: more cannot be told apart
 REFERENCE = "full-batch reference"  # what a nested run is called among single-loop methods
 METRIC_WORDS = {
-    "grad_h_sq": "‖∇h(θ)‖², squared norm of the value function's gradient",
+    "grad_h_sq": "‖∇h(θ)‖² — squared norm of the value function's gradient",
     "h_value": "h(θ) = F(w*(θ), θ)",
     "outer_loss": "outer loss F(w, θ)",
     "inner_loss": "inner loss G(w, θ)",
     "hypergrad_error": "relative hypergradient error ‖g − ∇h‖ / ‖∇h‖",
     "hypergrad_abs_error": "hypergradient error ‖g − ∇h‖",
-    "hypergrad_norm": "‖g‖, norm of the outer step's direction",
-    "inner_gap_sq": "‖w − w*(θ)‖², inner variable's squared error",
-    "v_gap_sq": "‖v − v*(θ)‖², linear system's squared error",
+    "hypergrad_norm": "‖g‖ — norm of the outer step's direction",
+    "inner_gap_sq": "‖w − w*(θ)‖² — inner variable's squared error",
+    "v_gap_sq": "‖v − v*(θ)‖² — linear system's squared error",
     "test_accuracy": "test accuracy",
     "val_accuracy": "validation accuracy",
     "run_s": "run time (s)",
@@ -403,7 +403,7 @@ def _set_y(ax, values: pd.Series, metric: str, prefix: str = "") -> None:
     scale, options = y_scale(values, metric)
     ax.set_yscale(scale, **options)
     suffix = {"log": " (log scale)", "symlog": f" (symlog scale, linear below {options.get('linthresh', 0):.2g})"}
-    ax.set_ylabel(prefix + _words(metric).split(",")[0] + suffix.get(scale, ""), fontsize=8)
+    ax.set_ylabel(prefix + _words(metric).split(" — ")[0] + suffix.get(scale, ""), fontsize=8)
 
 
 def _constant_within_batches(runs: pd.DataFrame, metric: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -257,3 +258,74 @@ def test_a_summary_of_the_wrong_shape_is_unreadable(sweeps, tmp_path, edit):
     proc = cli(str(broken), "--metric", "outer_loss", module="src.aggregate")
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
     assert "1 with unreadable result files: broken/0" in proc.stderr
+
+
+def _drawn(fn, *args, **kwargs):
+    """The figures ``fn`` saves, by file name (kept open for inspection)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.figure
+
+    figures, real = {}, matplotlib.figure.Figure.savefig
+
+    def keep(fig, path, **kw):
+        figures[Path(path).name] = fig
+        return real(fig, path, **kw)
+
+    matplotlib.figure.Figure.savefig = keep
+    try:
+        fn(*args, **kwargs)
+    finally:
+        matplotlib.figure.Figure.savefig = real
+    return figures
+
+
+def test_a_figure_a_paper_can_use(stochastic, tmp_path):
+    """On a log oracle-call axis every curve starts at its step-0 value (drawn at the left
+    edge); curves are named by what differs, the nested run as the full-batch reference; one
+    colour per method; the y axis is named in words with its scale."""
+    from src.aggregate import REFERENCE, plot
+
+    runs, steps = load_runs(stochastic), load_steps(stochastic)
+    by = ["method", "method.step_size"]
+    figures = _drawn(plot, runs, steps, ["outer_loss"], by, tmp_path, "oracle_calls")
+    ax = figures["plot_outer_loss_oracle_calls.png"].axes[0]
+    assert ax.get_xscale() == "log" and "step 0 drawn at the left edge" in ax.get_xlabel()
+    assert ax.get_ylabel().startswith("outer loss F(w, θ)")
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == [REFERENCE, "saba (step 0.01)", "saba (step 0.1)", "soba (step 0.01)", "soba (step 0.1)"]
+    first = steps[steps["step"] == 0]
+    start = first.groupby(first["method"].fillna("-"))["outer_loss"].median()
+    lines = ax.get_lines()
+    edge = min(line.get_xdata()[0] for line in lines)
+    for label, line in zip(labels, lines, strict=True):
+        method = "-" if label == REFERENCE else label.split()[0]
+        assert line.get_xdata()[0] == edge  # every curve has its step 0, at the left edge
+        assert line.get_ydata()[0] == pytest.approx(start[method], rel=1e-6)
+    colours = {label.split()[0]: [] for label in labels}
+    for label, line in zip(labels, lines, strict=True):
+        colours[label.split()[0]].append(line.get_color())
+    assert all(len(set(c)) == 1 for c in colours.values()) and len({c[0] for c in colours.values()}) == 3
+    from src.aggregate import pretty
+
+    shown = pretty(summarize(runs, ["outer_loss"], by), ["outer_loss"])
+    assert REFERENCE in set(shown["method"]) and "-" not in set(shown["method"])
+
+
+def test_many_curves_are_split_into_panels_and_the_axis_follows_the_data():
+    from src.aggregate import MAX_CURVES, panels, y_scale
+
+    frame = pd.DataFrame({"step": [0, 1], "m": [1.0, 0.5]})
+    groups = [((method, str(step), str(ratio)), frame.assign(m=frame["m"] * (1 + step + ratio)))
+              for method in ("amigo", "saba", "soba") for step in (0.01, 0.1, 1.0) for ratio in (0.1, 1, 10, 100)]  # fmt: skip
+    laid = panels(groups, ["method", "method.step_size", "method.outer_ratio"], "m", higher=False)
+    assert [head for head, _, _ in laid] == ["method=amigo", "method=saba", "method=soba"]
+    assert all(len(mine) == MAX_CURVES and "the best 10 of 12" in note for _, mine, note in laid)
+    kept = {name[1:] for name, _ in laid[0][1]}
+    assert ("1.0", "100") not in kept and ("0.1", "100") not in kept and len(kept) == 10  # the two worst dropped
+    assert panels(groups[:5], ["method"], "m", False) == [("", groups[:5], "")]
+    assert y_scale(pd.Series([-0.01, 5.0, 300.0, 1e4]), "outer_loss")[0] == "symlog"
+    assert y_scale(pd.Series([0.5, 2.0, 30.0]), "outer_loss")[0] == "linear"
+    assert y_scale(pd.Series([1e-6, 1.0]), "outer_loss")[0] == "log"
+    assert y_scale(pd.Series([-1.0, 0.5, 2.0]), "outer_loss")[0] == "linear"

@@ -61,6 +61,36 @@ def test_the_readme_shows_runs_and_aggregations():
     assert ["python", "-m", "src.train"] in commands  # the set-up's default job
 
 
+def shown_figures() -> list[str]:
+    """The figures README.md shows (``![...](docs/NAME.png)``)."""
+    return re.findall(r"\]\(docs/([\w.\-]+\.png)\)", README.read_text())
+
+
+def drawn_by(args: list[str]) -> tuple[set[str], str | None]:
+    """The figure names an aggregate command with ``--figures docs`` writes (curves of each
+    ``--metric`` against its ``--x``), and the prefix of its per-job images."""
+    if "--figures" not in args or args[args.index("--figures") + 1] != "docs" or "--plot" not in args:
+        return set(), None
+    sweep = args[3].rstrip("/").rsplit("/", 1)[-1]
+    x = args[args.index("--x") + 1] if "--x" in args else "steps"
+    metrics = [args[i + 1] for i, a in enumerate(args) if a == "--metric"]
+    return {f"{sweep}_{m}_{x}.png" for m in metrics}, f"{sweep}_images_"
+
+
+def test_every_figure_the_readme_shows_is_drawn_by_a_command_it_shows():
+    names, prefixes = set(), []
+    for args in readme_commands():
+        if args[2] == "src.aggregate":
+            drawn, prefix = drawn_by(args)
+            names |= drawn
+            prefixes += [prefix] if prefix else []
+    shown = shown_figures()
+    assert len(shown) >= 5
+    for name in shown:
+        assert name in names or name.startswith(tuple(prefixes)), f"docs/{name}: no command shown draws it"
+        assert (ROOT / "docs" / name).exists(), name
+
+
 @pytest.mark.slow
 def test_every_readme_command_works_as_shown(tmp_path):
     (tmp_path / "examples").symlink_to(ROOT / "examples")  # the own-objective example's paths
@@ -76,6 +106,8 @@ def test_every_readme_command_works_as_shown(tmp_path):
             assert summary["jobs"] == summary["completed"] == EXPECTED_JOBS.get(study, 2), (study, summary)
         if module == "src.aggregate":
             assert (tmp_path / rest[0] / "results.csv").exists()
+    for name in shown_figures():  # drawn, under the names the README shows, by the commands it shows
+        assert (tmp_path / "docs" / name).exists(), name
 
 
 def test_the_readme_python_example_reproduces_the_seed(seed_trajectory, capsys):
