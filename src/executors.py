@@ -20,6 +20,7 @@ follows the batches through their result files and ``squeue`` (:func:`_result`).
 from __future__ import annotations
 
 import logging
+import re
 import signal
 import sys
 import time
@@ -189,7 +190,12 @@ def run_on_submitit(launcher, entries: list, runs: list, sweep_dir: Path, stats:
             )
             for _, m, _ in sweep.batches
         ]
-        submitted = executor.submit_array(tasks)
+        try:
+            submitted = executor.submit_array(tasks)
+        except Exception as exc:  # noqa: BLE001 - sbatch refused (a partition, no cluster): nothing runs
+            from src.preflight import refuse
+
+            refuse(f"Error: {launcher.executor} refused the batches: {reason(exc)}")
         ids = ", ".join(job.job_id for job in submitted)
         print(f"submitted {len(tasks)} batch(es) to {launcher.executor}: {ids}", file=sys.stderr)
     quiet = None  # installed where sacct fails: then batches are followed without it
@@ -197,27 +203,68 @@ def run_on_submitit(launcher, entries: list, runs: list, sweep_dir: Path, stats:
         quiet = _QuietSacct()
         print("SLURM accounting (sacct) is off on this cluster: batches are followed through squeue "
               "and their result files", file=sys.stderr)  # fmt: skip
-    for (_, members, _), job in zip(sweep.batches, submitted, strict=True):
-        try:
-            values = _result(job, without_sacct=quiet is not None)
-        except Exception as exc:  # noqa: BLE001 - the batch's jobs fail, the sweep goes on
-            failure = BatchFailed(f"batch {job.job_id} failed: {type(exc).__name__}: {str(exc)[-2000:]}")
-            failure.__cause__ = exc
-            print(failure, file=sys.stderr)
-            values = [failure] * len(members)
-        for i, value in zip(members, values, strict=True):
-            sweep.results[i] = value
-            sweep.summaries[i] = complete_result(sweep.jobs[i].out_dir)  # complete result sets only
-    if quiet is not None:
-        quiet.remove()
-    report_sweep(
-        sweep,
-        wall_s=time.perf_counter() - t0,
-        sweep_dir=sweep_dir,
-        path=Path(sweep_dir) / "sweep_summary.json",
-        append=append,
-        batch_info=[{"submitit_job_id": job.job_id} for job in submitted],
-        executor=launcher.executor,
-        **stats,
-    )
+    def report(**more) -> None:
+        report_sweep(
+            sweep,
+            wall_s=time.perf_counter() - t0,
+            sweep_dir=sweep_dir,
+            path=Path(sweep_dir) / "sweep_summary.json",
+            append=append,
+            batch_info=[{"submitit_job_id": job.job_id} for job in submitted],
+            executor=launcher.executor,
+            **stats,
+            **more,
+        )
+
+    try:
+        for (_, members, _), job in zip(sweep.batches, submitted, strict=True):
+            try:
+                values = _result(job, without_sacct=quiet is not None)
+            except Exception as exc:  # noqa: BLE001 - the batch's jobs fail, the sweep goes on
+                failure = BatchFailed(f"batch {job.job_id} failed: {reason(exc)}")
+                failure.__cause__ = exc
+                values = [failure] * len(members)
+            said = {str(v) for v in values if isinstance(v, BaseException)}
+            for text in sorted(said):  # a batch's failure in one line, as a local sweep says it
+                print(text if text.startswith("batch") else f"batch {job.job_id} failed: {text}", file=sys.stderr)
+            for i, value in zip(members, values, strict=True):
+                sweep.results[i] = value
+                sweep.summaries[i] = complete_result(sweep.jobs[i].out_dir)  # complete result sets only
+    except KeyboardInterrupt:  # Ctrl-C of the submitting process: the batches are cancelled
+        from src import interrupts
+
+        with interrupts.deferred():
+            cancel = [job for job in submitted if not job.done()]
+            for job in cancel:
+                job.cancel(check=False)  # SIGTERM: a batch in chunks saves its checkpoint first
+            for i, job in enumerate(sweep.jobs):
+                sweep.summaries[i] = sweep.summaries[i] or complete_result(job.out_dir)
+            report(interrupted=True, cancelled=[job.job_id for job in cancel])
+            kept = sum(s is not None for s in sweep.summaries)
+            ids = ", ".join(job.job_id for job in cancel) or "none"
+            print(
+                f"Interrupted: cancelled the {len(cancel)} submitted batch(es) still queued or running "
+                f"({launcher.executor} jobs {ids}); {kept} of {len(sweep.jobs)} jobs have complete results, kept. "
+                "Rerun the same command to resume (a batch run in chunks goes on from its checkpoint).",
+                file=sys.stderr,
+            )
+        raise interrupts.Interrupted("cancelled") from None
+    finally:
+        if quiet is not None:
+            quiet.remove()
+    report()
     return sweep.results
+
+
+def reason(exc: BaseException) -> str:
+    """One line for what stopped a batch or a submission: the last line of the error that a
+    traceback or a scheduler's answer ends with (``ValueError: ...``, ``sbatch: error:
+    ...``), not the traceback itself."""
+    text = str(exc)
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not set(line.strip()) <= {"-"}]
+    errors = [line for line in lines if re.match(r"^([\w.]+(Error|Exception|Exit|Interrupt)|sbatch: (error|fatal))\b", line)]
+    scheduler = list(dict.fromkeys(line for line in errors if line.startswith("sbatch")))
+    if scheduler:
+        return "; ".join(scheduler)
+    found = errors[-1] if errors else (lines[0] if lines else type(exc).__name__)
+    return found if found.startswith(type(exc).__name__) or errors else f"{type(exc).__name__}: {found}"

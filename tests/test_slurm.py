@@ -174,3 +174,61 @@ def test_three_batches_one_at_a_time_resume_after_the_array_is_cancelled(slurm, 
     for i in ("0", "1", "2"):
         assert _summary(out / i)["status"] == "completed"
         assert_same_results(out / i, local / i)
+
+
+def test_ctrl_c_of_the_submitting_process_cancels_its_batches_and_a_rerun_resumes(slurm, tmp_path):
+    """(d) Ctrl-C while the batch runs: the submitting process cancels it (its checkpoint is
+    saved on SIGTERM), says so with the job id in one line, writes the sweep summary and
+    exits 130; nothing is left in the queue; the same command again resumes and completes."""
+    import signal as signals
+
+    out = tmp_path / "slurm"
+    cmd = _train(slurm, *LONG, "seed=0,1", "hydra.launcher.checkpoint_every_s=1", out=out)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=slurm, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        checkpoints = out / ".checkpoints"
+        _wait(lambda: list(checkpoints.glob("*.npz")) if checkpoints.exists() else False, "a checkpoint", proc=proc)
+        (job_id,) = _slurm(slurm, "squeue", "-h", "-o", "%i").split()
+        proc.send_signal(signals.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
+    (line,) = [x for x in err.splitlines() if x.startswith("Interrupted")]
+    assert f"cancelled the 1 submitted batch(es) still queued or running (submitit_slurm jobs {job_id})" in line
+    assert "Rerun the same command to resume" in line
+    summary = json.loads((out / "sweep_summary.json").read_text())
+    assert summary["interrupted"] is True and summary["cancelled"] == [job_id]
+    _wait(lambda: not _slurm(slurm, "squeue", "-h", "-o", "%i").strip(), "the queue to empty", timeout=120)
+    again = subprocess.run(cmd, cwd=ROOT, env=slurm, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    for i in ("0", "1"):
+        assert _summary(out / i)["status"] == "completed"
+
+
+def test_a_refused_submission_and_a_failed_batch_say_why_in_one_line(slurm, tmp_path):
+    """``partition=nope``: one line from the submitting process, nothing run; a batch that
+    fails on the cluster: its error's last line, as a local sweep prints it."""
+    bad = [*_train(slurm, "objective=ridge", "outer_steps=2", "seed=0,1", out=tmp_path / "a")]
+    bad[bad.index("hydra.launcher.partition=debug")] = "hydra.launcher.partition=nope"
+    proc = subprocess.run(bad, cwd=ROOT, env=slurm, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("Error")]
+    assert "submitit_slurm refused the batches: sbatch: error: invalid partition specified: nope" in line
+    assert line.endswith("Nothing was run.")
+
+    module = tmp_path / "mod" / "broken_objective.py"
+    module.parent.mkdir()
+    module.write_text(
+        "import numpy as np\nfrom src.objectives import Objective\n\n"
+        "def make():\n"
+        "    def inner(w, theta, d):\n        raise ValueError('this objective cannot be traced')\n"
+        "    return Objective(data=lambda seed: {'theta0': np.zeros(()), 'w0': np.zeros(())}, inner_loss=inner,\n"
+        "                     outer_loss=lambda w, theta, d: w, randomness='')\n"
+    )
+    env = {**slurm, "PYTHONPATH": f"{module.parent}:{ROOT}"}
+    cmd = _train(slurm, "objective._target_=broken_objective.make", "~objective.theta_init", "~objective.w_init",
+                 "outer_steps=2", "seed=0,1", out=tmp_path / "b")  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "failed: ValueError: this objective cannot be traced" in proc.stderr, proc.stderr[-3000:]
