@@ -26,7 +26,7 @@ from typing import Annotated, Any, NamedTuple
 import annotated_types as at
 
 from src.schemas import ConfigError as ConfigError  # noqa: PLC0414 - re-exported: callers catch it from here
-from src.schemas import Finite, Inner, Run, Wandb, check, signature_model, solver_model
+from src.schemas import Finite, Inner, Run, Wandb, check, describe, signature_model, solver_model
 
 RUN_KEYS = (
     "lr",
@@ -269,15 +269,17 @@ def validate(cfg: Mapping) -> RunConfig:
     for key, value in cfg.items():
         if key not in allowed:
             raise ConfigError(key, value, f"unknown key; allowed top-level keys: {', '.join(sorted(allowed))}")
-    tree: dict[str, Any] = check(Run, {k: cfg[k] for k in RUN_KEYS if k in cfg})
+    single_loop = cfg.get("method") is not None
+    # what a single-loop method does not use (lr, the nested groups) is neither checked nor stored
+    tree: dict[str, Any] = check(Run, {k: cfg[k] for k in RUN_KEYS if k in cfg and not (single_loop and k == "lr")})
+    if not single_loop and "lr" not in tree:
+        raise ConfigError("lr", None, f"a value is required ({describe(Run.model_fields['lr'])})")
     for key in ("chunk_steps", "reference_newton_steps", "batch_size"):
         tree.setdefault(key, None)
     tree.setdefault("eval_every", 1)
-    single_loop = cfg.get("method") is not None
     if single_loop:  # method=soba|saba|...: its own node; the nested groups are not used
         node = _group(cfg, "method")
         tree["method"] = _checked(stochastic_model(method_class(node)), node, "method")
-        del tree["lr"]
     else:
         tree["inner_solver"] = _check_inner(_group(cfg, "inner_solver"))
         for group, classes in (("linear_solver", _linear_solvers()), ("hypergrad", _hypergrad_methods())):
@@ -353,12 +355,17 @@ def check_compatible(tree: dict, objective) -> None:
             f"null (full batch): objective {name!r} is not a finite sum "
             "(finite sums: quadratic_sum, data_cleaning, logreg)",
         )
-    if objective.prox is not None and (tree.get("inner_solver", {}).get("name") not in PROX_SOLVERS):
-        group = "method" if "method" in tree else "inner_solver"
-        where, value = group, tree[group]["name"]
+    if objective.prox is not None and "method" in tree:
         raise ConfigError(
-            where, value, f"ista or fista (inner_solver=ista|fista): objective {name!r} has a non-smooth inner problem"
-        )
+            "method", tree["method"]["name"],
+            f"a nested method with inner_solver=ista|fista: objective {name!r} has a non-smooth inner problem, "
+            "which the single-loop methods (gradient steps on the inner variable) do not handle",
+        )  # fmt: skip
+    if objective.prox is not None and tree["inner_solver"]["name"] not in PROX_SOLVERS:
+        raise ConfigError(
+            "inner_solver", tree["inner_solver"]["name"],
+            f"ista or fista (inner_solver=ista|fista): objective {name!r} has a non-smooth inner problem",
+        )  # fmt: skip
     if "method" in tree:
         return
     inner, hg, lin = tree["inner_solver"], tree["hypergrad"], tree["linear_solver"]

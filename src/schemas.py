@@ -43,7 +43,7 @@ class Run(BaseModel):
     """The top-level keys of ``conf/train.yaml`` that a run reads."""
 
     model_config = STRICT
-    lr: Annotated[float, at.Gt(0), Finite]
+    lr: Annotated[float, at.Gt(0), Finite] = None  # required by nested methods (src.config.validate)
     seed: Annotated[int, at.Interval(ge=0, le=2**32 - 1)]  # a PRNG key and numpy/scikit-learn random_state
     outer_steps: Annotated[int, at.Ge(1)]
     precision: Literal["float32", "float64"]

@@ -64,6 +64,14 @@ def task(cfg: DictConfig) -> float:
         _discard_refused(Path(hc.runtime.output_dir))
         print(f"Error: {err}. Nothing was run.", file=sys.stderr)
         sys.exit(2)
+    except (MemoryError, RuntimeError) as exc:  # out of memory (XLA's RESOURCE_EXHAUSTED), as a sweep says it
+        import jax
+
+        if not isinstance(exc, MemoryError | jax.errors.JaxRuntimeError):
+            raise
+        first = next((line for line in str(exc).splitlines() if line.strip()), "")
+        print(f"Error: the run failed: {type(exc).__name__}: {first[:300]}", file=sys.stderr)
+        sys.exit(1)
     print_summary(summary, hc.runtime.output_dir)
     if summary["status"] == "diverged":
         from src.sweep import Diverged

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import cli, compose, signal_after_first_job
+from tests.conftest import ROOT, cli, compose, signal_after_first_job
 
 BAD = [
     (["lr=abc"], "lr='abc'", "a finite number > 0"),
@@ -49,6 +49,7 @@ BAD = [
     (["inner_solver.warm_start=null"], "inner_solver.warm_start=null", "true or false; null is not a value"),
     (["objective=quadratic", "objective.cond=null"], "objective.cond=null", "a finite number >= 1; null"),
     (["wandb.mode=null"], "wandb.mode=null", "one of offline, online, disabled"),
+    (["objective=lasso", "method=soba"], "method='soba'", "a nested method with inner_solver=ista|fista"),
     (["inner_solver.warm_start=1"], "inner_solver.warm_start=1", "true or false"),
     (["objective._target_=math.pi"], "objective._target_='math.pi'", "an importable callable (it is a float)"),
 ]
@@ -320,3 +321,35 @@ def test_the_hint_for_a_key_of_a_group_chosen_per_job_is_quoted(tmp_path):
     proc = cli("-m", "study=stochastic_quadratic", "method.step_size=0.01", f"hydra.sweep.dir={tmp_path / 's'}")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "++method.step_size=VALUE, or as a sweep of one value, 'method.step_size=choice(VALUE)'" in proc.stderr
+
+
+OOM_OBJECTIVE = """import jax
+import numpy as np
+from src.objectives import Objective
+
+
+def make():
+    def inner(w, theta, d):
+        raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 99999999999 bytes.")
+
+    data = lambda seed: {"theta0": np.zeros(()), "w0": np.zeros(())}
+    return Objective(data=data, inner_loss=inner, outer_loss=lambda w, theta, d: w, randomness="")
+"""
+
+
+@pytest.mark.parametrize("multirun", [False, True], ids=["single", "multirun"])
+def test_a_run_out_of_memory_is_one_line(multirun, tmp_path):
+    (tmp_path / "oom_objective.py").write_text(OOM_OBJECTIVE)
+    args = ["objective._target_=oom_objective.make", "~objective.theta_init", "~objective.w_init", "outer_steps=2"]
+    where = ["-m", f"hydra.sweep.dir={tmp_path / 's'}", "seed=0"] if multirun else [f"hydra.run.dir={tmp_path / 'r'}"]
+    proc = cli(*where, *args, env={"PYTHONPATH": f"{tmp_path}:{ROOT}"})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "RESOURCE_EXHAUSTED: Out of memory" in proc.stderr
+    assert len([line for line in proc.stderr.splitlines() if "RESOURCE_EXHAUSTED" in line]) == 1
+
+
+def test_what_a_single_loop_method_does_not_use_is_neither_checked_nor_stored():
+    from src.config import validate
+
+    run = validate(compose("objective=quadratic_sum", "method=soba", "lr=0", "inner_solver.steps=0"))
+    assert "lr" not in run.tree and "inner_solver" not in run.tree and run.tree["method"]["name"] == "soba"
