@@ -329,3 +329,16 @@ def test_many_curves_are_split_into_panels_and_the_axis_follows_the_data():
     assert y_scale(pd.Series([0.5, 2.0, 30.0]), "outer_loss")[0] == "linear"
     assert y_scale(pd.Series([1e-6, 1.0]), "outer_loss")[0] == "log"
     assert y_scale(pd.Series([-1.0, 0.5, 2.0]), "outer_loss")[0] == "linear"
+
+
+def test_single_loop_runs_report_grad_h_sq_first(capsys):
+    from src.aggregate import default_metrics
+    from src.progress import print_summary
+
+    runs = pd.DataFrame({"method": ["saba", None], "grad_h_sq": [1e-6, 1e-3], "outer_loss": [1.0, 2.0]})
+    assert default_metrics(runs)[:2] == ["grad_h_sq", "outer_loss"]
+    assert default_metrics(runs.drop(columns="method"))[0] == "outer_loss"
+    summary = {"final": {"outer_loss": 1.0, "grad_h_sq": 3e-6, "hypergrad_norm": 0.1}, "status": "completed",
+               "rows": 11, "objective": "quadratic_sum", "compile_s": 1.0, "run_s": 0.1}  # fmt: skip
+    print_summary(summary, "out")
+    assert "grad_h_sq=3e-06" in capsys.readouterr().err

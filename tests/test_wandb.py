@@ -154,3 +154,14 @@ def test_a_killed_worker_is_a_wandb_failure_not_an_error(tmp_path):
     writer.close()  # would raise BrokenProcessPool
     assert writer.errors and "BrokenProcessPool" in writer.errors[-1]
     assert writer.temp_dir is None
+
+
+def test_a_wandb_error_is_reported_in_one_short_line():
+    """A non-wandb HTTP server on the wandb URL answers with a page of HTML: the warning
+    quotes its first line only."""
+    from src.wandb_runs import _error
+
+    page = "\n".join(["", "<!DOCTYPE html>", "<html>", *["<p>" + "x" * 300 + "</p>"] * 15, "</html>"])
+    said = _error(RuntimeError(page))
+    assert said == "RuntimeError: <!DOCTYPE html>" and "\n" not in _error(RuntimeError("a" * 500))
+    assert len(_error(RuntimeError("a" * 500))) <= 230
