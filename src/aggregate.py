@@ -429,7 +429,9 @@ def _label(by: Sequence[str], name: tuple) -> str:
     values = dict(zip(by, name, strict=False))
     if "method" in values:
         method = values.pop("method")
-        rest = ", ".join(f"{SHORT_KEYS.get(k, k.rsplit('.', 1)[-1])} {_short(v)}" for k, v in values.items() if v != "-")
+        rest = ", ".join(
+            f"{SHORT_KEYS.get(k, k.rsplit('.', 1)[-1])} {_short(v)}" for k, v in values.items() if v != "-"
+        )
         head = REFERENCE if method == "-" else method
         return f"{head} ({rest})" if rest else head
     return ", ".join(f"{k}={v}" for k, v in values.items() if v != "-") or "all"
@@ -491,7 +493,12 @@ def panels(groups: list, by: Sequence[str], metric: str, higher: bool) -> list[t
 
 
 def plot(
-    runs: pd.DataFrame, steps: pd.DataFrame, metrics: Sequence[str], by: Sequence[str], out: Path, x: str = "step",
+    runs: pd.DataFrame,
+    steps: pd.DataFrame,
+    metrics: Sequence[str],
+    by: Sequence[str],
+    out: Path,
+    x: str = "step",
     prefix: str = "plot_",
 ) -> list[Path]:
     """Each metric against ``x`` (:data:`X_AXES`; a line per group: the median over seeds,

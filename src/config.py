@@ -82,7 +82,9 @@ def method_class(node: Mapping[str, Any]) -> type:
         return cls
     if node.get("name") not in methods:
         raise ConfigError(
-            "method.name", node.get("name"), f"one of {', '.join(methods)}, or your own method's class in method._target_"
+            "method.name",
+            node.get("name"),
+            f"one of {', '.join(methods)}, or your own method's class in method._target_",
         )
     return methods[node["name"]]
 
@@ -200,8 +202,9 @@ def _check_inner(node: dict) -> dict:
             raise ConfigError("inner_solver.name", name, "'exact', or an optax factory in inner_solver._target_")
         return _checked(Inner, node, "inner_solver")
     factory = locate(node["_target_"], "inner_solver._target_")
-    inner_keys = {k: Annotated[(f.annotation, *f.metadata)] if f.metadata else f.annotation
-                  for k, f in Inner.model_fields.items()}
+    inner_keys = {
+        k: Annotated[(f.annotation, *f.metadata)] if f.metadata else f.annotation for k, f in Inner.model_fields.items()
+    }
     out = _checked(signature_model((factory,), ("learning_rate",), **inner_keys), node, "inner_solver")
     lr_required = inspect.signature(factory).parameters.get("learning_rate")
     if out.get("lr") is None and lr_required is not None and lr_required.default is inspect.Parameter.empty:
@@ -481,5 +484,9 @@ def _single_loop(node: Mapping[str, Any], batch_size: int | None):
 
     cls = method_class(node)
     schedule = Schedule(**{f.name: node[f.name] for f in dataclasses.fields(Schedule)})
-    own = {f.name: node[f.name] for f in dataclasses.fields(cls) if f.name not in ("schedule", "batch_size") and f.name in node}
+    own = {
+        f.name: node[f.name]
+        for f in dataclasses.fields(cls)
+        if f.name not in ("schedule", "batch_size") and f.name in node
+    }
     return cls(schedule=schedule, batch_size=batch_size, **own)

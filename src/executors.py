@@ -203,6 +203,7 @@ def run_on_submitit(launcher, entries: list, runs: list, sweep_dir: Path, stats:
         quiet = _QuietSacct()
         print("SLURM accounting (sacct) is off on this cluster: batches are followed through squeue "
               "and their result files", file=sys.stderr)  # fmt: skip
+
     def report(**more) -> None:
         report_sweep(
             sweep,
@@ -262,7 +263,9 @@ def reason(exc: BaseException) -> str:
     ...``), not the traceback itself."""
     text = str(exc)
     lines = [line.strip() for line in text.splitlines() if line.strip() and not set(line.strip()) <= {"-"}]
-    errors = [line for line in lines if re.match(r"^([\w.]+(Error|Exception|Exit|Interrupt)|sbatch: (error|fatal))\b", line)]
+    errors = [
+        line for line in lines if re.match(r"^([\w.]+(Error|Exception|Exit|Interrupt)|sbatch: (error|fatal))\b", line)
+    ]
     scheduler = list(dict.fromkeys(line for line in errors if line.startswith("sbatch")))
     if scheduler:
         return "; ".join(scheduler)

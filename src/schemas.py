@@ -112,8 +112,11 @@ def _nullable(annotation: Any) -> bool:
         return True
     if typing.get_origin(annotation) is Annotated:
         return _nullable(typing.get_args(annotation)[0])
-    return any(_nullable(a) for a in typing.get_args(annotation)) if typing.get_origin(annotation) in (
-        typing.Union, types.UnionType) else False
+    return (
+        any(_nullable(a) for a in typing.get_args(annotation))
+        if typing.get_origin(annotation) in (typing.Union, types.UnionType)
+        else False
+    )
 
 
 @functools.cache

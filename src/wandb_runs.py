@@ -263,9 +263,8 @@ class WandbWriter:
         self.temp_dir: str | None = None
         if self.enabled and workers > 0:
             import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
             import tempfile
+            from concurrent.futures import ProcessPoolExecutor
 
             ctx = multiprocessing.get_context("spawn")  # never fork a process that runs JAX
             self.temp_dir = tempfile.mkdtemp(prefix="bilevel-wandb-")  # the workers' temporary files
@@ -274,7 +273,9 @@ class WandbWriter:
             try:
                 for _ in range(workers):  # one process per pool: a run is written where it was opened
                     pool = ProcessPoolExecutor(
-                        max_workers=1, mp_context=ctx, initializer=_start_worker,
+                        max_workers=1,
+                        mp_context=ctx,
+                        initializer=_start_worker,
                         initargs=(os.getpid(), self.temp_dir),
                     )
                     pool.submit(_ready)  # start now: importing wandb overlaps compilation

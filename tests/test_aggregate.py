@@ -317,8 +317,12 @@ def test_many_curves_are_split_into_panels_and_the_axis_follows_the_data():
     from src.aggregate import MAX_CURVES, panels, y_scale
 
     frame = pd.DataFrame({"step": [0, 1], "m": [1.0, 0.5]})
-    groups = [((method, str(step), str(ratio)), frame.assign(m=frame["m"] * (1 + step + ratio)))
-              for method in ("amigo", "saba", "soba") for step in (0.01, 0.1, 1.0) for ratio in (0.1, 1, 10, 100)]  # fmt: skip
+    groups = [
+        ((method, str(step), str(ratio)), frame.assign(m=frame["m"] * (1 + step + ratio)))
+        for method in ("amigo", "saba", "soba")
+        for step in (0.01, 0.1, 1.0)
+        for ratio in (0.1, 1, 10, 100)
+    ]
     laid = panels(groups, ["method", "method.step_size", "method.outer_ratio"], "m", higher=False)
     assert [head for head, _, _ in laid] == ["method=amigo", "method=saba", "method=soba"]
     assert all(len(mine) == MAX_CURVES and "the best 10 of 12" in note for _, mine, note in laid)

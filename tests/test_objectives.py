@@ -157,7 +157,9 @@ def test_own_objective_gets_each_jobs_seed_without_declaring_it(tmp_path):
     assert "Warning: seed=0,1 changes nothing in these jobs: objective 'toy'" in toy.stderr
 
 
-OBJECTIVE_YAMLS = sorted([*(ROOT / "conf" / "objective").glob("*.yaml"), *(ROOT / "examples" / "conf" / "objective").glob("*.yaml")])
+OBJECTIVE_YAMLS = sorted(
+    [*(ROOT / "conf" / "objective").glob("*.yaml"), *(ROOT / "examples" / "conf" / "objective").glob("*.yaml")]
+)
 
 
 @pytest.mark.parametrize("path", OBJECTIVE_YAMLS, ids=lambda p: p.stem)

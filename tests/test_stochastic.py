@@ -166,7 +166,9 @@ def test_job_alone_equals_job_in_a_batch(tmp_path, precision, rtol):
 def test_batch_size_needs_a_finite_sum():
     from src.config import ConfigError
 
-    with pytest.raises(ConfigError, match="batch_size=64.*null \\(full batch\\): objective .quadratic. is not a finite sum"):
+    with pytest.raises(
+        ConfigError, match="batch_size=64.*null \\(full batch\\): objective .quadratic. is not a finite sum"
+    ):
         validate(compose("objective=quadratic", "method=soba", "batch_size=64"))
 
 
