@@ -317,6 +317,8 @@ METRIC_WORDS = {
     "test_accuracy": "test accuracy",
     "val_accuracy": "validation accuracy",
     "run_s": "run time (s)",
+    "meta_test_mse": "meta-test MSE — held-out tasks' MSE after adaptation",
+    "val_mse": "validation MSE",
 }
 SHORT_KEYS = {"method.step_size": "step", "method.outer_ratio": "ratio"}
 
