@@ -37,9 +37,9 @@ def entries(folder: Path) -> list:
 
 
 def main() -> None:
-    from src import checkpoints
-    from src.programs import Programs
-    from src.sweep import run_sweep
+    from src.sweep import checkpoints
+    from src.sweep.programs import Programs
+    from src.sweep.runner import run_sweep
 
     saves: list[tuple[int, float]] = []
     save = checkpoints.BatchCheckpoint.save

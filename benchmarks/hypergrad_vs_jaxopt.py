@@ -23,9 +23,9 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
-from src.hypergrad import Implicit, Unrolled  # noqa: E402
-from src.inner import Optax, OptaxSolver  # noqa: E402
-from src.linsolve import CG  # noqa: E402
+from src.core.hypergrad import Implicit, Unrolled  # noqa: E402
+from src.core.inner import Optax, OptaxSolver  # noqa: E402
+from src.core.linsolve import CG  # noqa: E402
 from src.objectives import distillation, imaml, logreg, ridge  # noqa: E402
 
 INNER_STEPS, CG_ITERS = 100, 20

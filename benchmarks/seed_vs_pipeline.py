@@ -37,8 +37,8 @@ def main() -> None:
     import jax.numpy as jnp
 
     from benchmarks.seed_script import solve_outer
-    from src.bilevel import make_run
     from src.config import build_method, objective_of, validate
+    from src.core.loop import make_run
     from tests.conftest import compose
 
     t = time.perf_counter()

@@ -65,16 +65,16 @@ def sequential(steps: int) -> dict[str, float]:
     """(a): the jobs one after another in this process, unbatched."""
     import jax
 
-    from src.batching import _cast
-    from src.bilevel import make_run
     from src.config import build_method, objective_of, validate
+    from src.core.loop import make_run
+    from src.sweep.batching import _cast
     from tests.conftest import compose
 
     out = {"fresh_jit_s": 0.0, "reused_s": 0.0, "compile_once_s": 0.0}
     for method in METHODS:
         runs = [validate(compose(*common(steps), *job)) for job in grid(method)]
         objective = objective_of(runs[0].static)
-        from src.plan import job_data
+        from src.sweep.plan import job_data
 
         data = {k: _cast(v, jax.numpy.float32) for k, v in job_data(runs[0]).items()}
         run = make_run(objective, steps, None, 100)
@@ -100,10 +100,10 @@ def memory(steps: int) -> tuple[float, float]:
     of the 80-job vmapped program (the data shared, as the batched launcher lays it out)."""
     import jax
 
-    from src.batching import _cast, _stack_shared
-    from src.bilevel import make_run
     from src.config import build_method, objective_of, validate
-    from src.plan import Job, job_data
+    from src.core.loop import make_run
+    from src.sweep.batching import _cast, _stack_shared
+    from src.sweep.plan import Job, job_data
     from tests.conftest import compose
 
     runs = [validate(compose(*common(steps), *job)) for job in grid("saba")]

@@ -1,6 +1,6 @@
 """Example of a researcher's own single-loop method: SOBA with its outer direction clipped.
 
-A method is a frozen dataclass on the protocol of :mod:`src.stochastic`; this one reuses
+A method is a frozen dataclass on the protocol of :mod:`src.core.stochastic`; this one reuses
 SOBA's minibatch oracles and changes one thing, the outer step's direction, clipped to a
 norm of at most ``clip``. Its options are its fields (a float is traced, so settings that
 differ only in ``clip`` share one program) and the step-size schedule's.
@@ -15,8 +15,8 @@ import annotated_types as at
 import jax.numpy as jnp
 import optax
 
-from src.frozen import frozen, static
-from src.stochastic import SOBA, Schedule
+from src.core.frozen import frozen, static
+from src.core.stochastic import SOBA, Schedule
 
 
 @frozen

@@ -27,11 +27,11 @@ class DataError(ValueError):
 
 def train(cfg: DictConfig | dict, out_dir: str | Path, overrides=()) -> dict:
     """Run one job of a composed config into ``out_dir``; returns its summary."""
-    from src.batching import run_batch
-    from src.plan import Job, job_data
-    from src.programs import enable_compilation_cache
-    from src.progress import step_progress
-    from src.wandb_runs import WandbWriter
+    from src.report.progress import step_progress
+    from src.report.wandb_runs import WandbWriter
+    from src.sweep.batching import run_batch
+    from src.sweep.plan import Job, job_data
+    from src.sweep.programs import enable_compilation_cache
 
     run = validate(cfg)  # before any work
     try:
@@ -55,7 +55,7 @@ def task(cfg: DictConfig) -> float:
     """One job (``python -m src.train``, or a multirun under Hydra's basic launcher)."""
     from hydra.core.hydra_config import HydraConfig
 
-    from src.progress import print_summary
+    from src.report.progress import print_summary
 
     hc = HydraConfig.get()
     try:
@@ -74,7 +74,7 @@ def task(cfg: DictConfig) -> float:
         sys.exit(1)
     print_summary(summary, hc.runtime.output_dir)
     if summary["status"] == "diverged":
-        from src.sweep import Diverged
+        from src.sweep.outcome import Diverged
 
         return Diverged(Path(hc.runtime.output_dir).name, summary["diverged_step"])
     return summary["final"]["outer_loss"]
@@ -95,13 +95,13 @@ def _discard_refused(out_dir: Path) -> None:
 
 
 def _run_sweep(entries, **kwargs) -> list:
-    from src.sweep import run_sweep
+    from src.sweep.runner import run_sweep
 
     return run_sweep(entries, **kwargs)
 
 
 def _validate_sweep(entries, overwrite: bool = False) -> list:
-    from src.sweep import check_job_dirs, validate_all
+    from src.sweep.runner import check_job_dirs, validate_all
 
     runs = validate_all(entries)
     check_job_dirs(entries, runs, overwrite)
@@ -178,7 +178,7 @@ def per_job_overrides(argv: list[str]) -> list[str]:
 
 def main() -> None:
     """``python -m src.train``."""
-    from src.interrupts import Interrupted
+    from src.sweep.interrupts import Interrupted
 
     sys.argv[1:] = per_job_overrides(sys.argv[1:])
     full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"  # the user asked for tracebacks
@@ -190,7 +190,7 @@ def main() -> None:
             print("Interrupted.", file=sys.stderr)
         sys.stdout.flush()
         sys.stderr.flush()
-        from src.wandb_runs import remove_temp_dirs
+        from src.report.wandb_runs import remove_temp_dirs
 
         remove_temp_dirs()
         os._exit(130)  # at once: a computation still running in XLA's threads is abandoned

@@ -64,9 +64,9 @@ def signal_after_first_job(sig: int, monkeypatch) -> list:
     """Once the first job's files are written, send ``sig`` to this process from inside a
     garbage-collection callback (jax registers one), where Python drops the exception the
     signal's handler raises. The returned list gets what was dropped."""
-    import src.batching
+    import src.sweep.batching
 
-    write_job, dropped, fired = src.batching.write_job, [], []
+    write_job, dropped, fired = src.sweep.batching.write_job, [], []
     monkeypatch.setattr(sys, "unraisablehook", lambda unraisable: dropped.append(unraisable.exc_value))
 
     def callback(phase, info):
@@ -86,7 +86,7 @@ def signal_after_first_job(sig: int, monkeypatch) -> list:
                 gc.callbacks.remove(callback)
         return summary
 
-    monkeypatch.setattr(src.batching, "write_job", write_then_signal)
+    monkeypatch.setattr(src.sweep.batching, "write_job", write_then_signal)
     return dropped
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from src.aggregate import load_runs, load_steps, summarize
+from src.report.tables import load_runs, load_steps, summarize
 from tests.conftest import cli
 
 
@@ -128,7 +128,7 @@ def test_plots_order_colour_and_scale_by_value(tmp_path):
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    from src.aggregate import plot
+    from src.report.plots import plot
 
     out = tmp_path / "steps"
     proc = cli(
@@ -194,7 +194,7 @@ def stochastic(tmp_path_factory):
 
 
 def test_median_quantiles_and_best_per_method(stochastic):
-    from src.aggregate import best_per, swept_keys
+    from src.report.tables import best_per, swept_keys
 
     runs = load_runs(stochastic)
     assert len(runs) == 13 and "method" in swept_keys(runs)
@@ -214,7 +214,7 @@ def test_median_quantiles_and_best_per_method(stochastic):
 
 
 def test_curves_against_oracle_calls_and_time(stochastic):
-    from src.aggregate import with_x
+    from src.report.plots import with_x
 
     runs, steps = load_runs(stochastic), load_steps(stochastic)
     calls = with_x(steps, runs, "oracle_calls")
@@ -285,7 +285,8 @@ def test_a_figure_a_paper_can_use(stochastic, tmp_path):
     """On a log oracle-call axis every curve starts at its step-0 value (drawn at the left
     edge); curves are named by what differs, the nested run as the full-batch reference; one
     colour per method; the y axis is named in words with its scale."""
-    from src.aggregate import REFERENCE, plot
+    from src.report.plots import plot
+    from src.report.tables import REFERENCE
 
     runs, steps = load_runs(stochastic), load_steps(stochastic)
     by = ["method", "method.step_size"]
@@ -307,14 +308,14 @@ def test_a_figure_a_paper_can_use(stochastic, tmp_path):
     for label, line in zip(labels, lines, strict=True):
         colours[label.split()[0]].append(line.get_color())
     assert all(len(set(c)) == 1 for c in colours.values()) and len({c[0] for c in colours.values()}) == 3
-    from src.aggregate import pretty
+    from src.report.tables import pretty
 
     shown = pretty(summarize(runs, ["outer_loss"], by), ["outer_loss"])
     assert REFERENCE in set(shown["method"]) and "-" not in set(shown["method"])
 
 
 def test_many_curves_are_split_into_panels_and_the_axis_follows_the_data():
-    from src.aggregate import MAX_CURVES, panels, y_scale
+    from src.report.plots import MAX_CURVES, panels, y_scale
 
     frame = pd.DataFrame({"step": [0, 1], "m": [1.0, 0.5]})
     groups = [
@@ -336,8 +337,8 @@ def test_many_curves_are_split_into_panels_and_the_axis_follows_the_data():
 
 
 def test_single_loop_runs_report_grad_h_sq_first(capsys):
-    from src.aggregate import default_metrics
-    from src.progress import print_summary
+    from src.report.progress import print_summary
+    from src.report.tables import default_metrics
 
     runs = pd.DataFrame({"method": ["saba", None], "grad_h_sq": [1e-6, 1e-3], "outer_loss": [1.0, 2.0]})
     assert default_metrics(runs)[:2] == ["grad_h_sq", "outer_loss"]

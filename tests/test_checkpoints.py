@@ -34,7 +34,7 @@ def _same(a, b):
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    from src.sweep import run_sweep
+    from src.sweep.runner import run_sweep
 
     out = tmp_path_factory.mktemp("reference")
     run_sweep(_entries(out), sweep_dir=out)
@@ -43,10 +43,10 @@ def reference(tmp_path_factory):
 
 def _stopped_in_chunk(k: int, out, monkeypatch):
     """Run the sweep into ``out`` with a Ctrl-C while chunk ``k`` runs; returns the checkpoint."""
-    import src.batching
-    from src.sweep import run_sweep
+    import src.sweep.batching
+    from src.sweep.runner import run_sweep
 
-    waits, wait_ready = [], src.batching.wait_ready
+    waits, wait_ready = [], src.sweep.batching.wait_ready
 
     def stopped(tree):
         waits.append(1)
@@ -55,7 +55,7 @@ def _stopped_in_chunk(k: int, out, monkeypatch):
         return wait_ready(tree)
 
     with monkeypatch.context() as patch:
-        patch.setattr(src.batching, "wait_ready", stopped)
+        patch.setattr(src.sweep.batching, "wait_ready", stopped)
         with pytest.raises(KeyboardInterrupt):
             run_sweep(_entries(out), sweep_dir=out)
     (saved,) = (out / ".checkpoints").glob("*.npz")
@@ -66,8 +66,8 @@ def test_a_batch_stopped_mid_run_resumes_from_its_checkpoint_bit_for_bit(tmp_pat
     """Ctrl-C (or SIGTERM) during the third chunk: the state after two chunks is saved, no
     job has result files; the rerun loads it, runs the last two chunks only, and every
     metric and parameter equals the uninterrupted run's; the checkpoint is then removed."""
-    import src.batching
-    from src.sweep import run_sweep
+    import src.sweep.batching
+    from src.sweep.runner import run_sweep
 
     out = tmp_path / "sweep"
     saved = _stopped_in_chunk(3, out, monkeypatch)
@@ -76,8 +76,8 @@ def test_a_batch_stopped_mid_run_resumes_from_its_checkpoint_bit_for_bit(tmp_pat
         meta = json.loads(bytes(f["meta"]).decode())
     assert meta == {"chunks": 2, "steps": 20, "rows": 2, "attempts": 1, "reason": "stopped"}
 
-    waits, wait_ready = [], src.batching.wait_ready
-    monkeypatch.setattr(src.batching, "wait_ready", lambda tree: (waits.append(1), wait_ready(tree))[1])
+    waits, wait_ready = [], src.sweep.batching.wait_ready
+    monkeypatch.setattr(src.sweep.batching, "wait_ready", lambda tree: (waits.append(1), wait_ready(tree))[1])
     run_sweep(_entries(out), sweep_dir=out)
     assert len(waits) == 3  # the last two chunks and the result, not the first two
     for i in ("0", "1"):
@@ -90,7 +90,7 @@ def test_a_batch_stopped_mid_run_resumes_from_its_checkpoint_bit_for_bit(tmp_pat
 
 
 def test_a_corrupt_checkpoint_is_set_aside_and_the_batch_starts_over(tmp_path, reference, monkeypatch):
-    from src.sweep import run_sweep
+    from src.sweep.runner import run_sweep
 
     out = tmp_path / "sweep"
     saved = _stopped_in_chunk(2, out, monkeypatch)
@@ -107,7 +107,7 @@ def test_a_corrupt_checkpoint_is_set_aside_and_the_batch_starts_over(tmp_path, r
 def test_periodic_checkpoints_bound_what_kill_9_loses(tmp_path):
     """``hydra.launcher.checkpoint_every_s``: a sweep killed with SIGKILL (no clean-up at
     all) after its first periodic checkpoint resumes from that step when run again."""
-    from src.sweep import run_sweep
+    from src.sweep.runner import run_sweep
 
     reference = tmp_path / "reference"
     run_sweep(_entries(reference, SLOW), sweep_dir=reference)
@@ -136,7 +136,7 @@ def test_a_checkpoint_of_other_settings_is_not_used_and_is_cleaned_up(tmp_path, 
     """Stopped mid-batch, then run again into the same directory with other values (no job
     had results, so nothing is refused): the new jobs start from step 0 (the checkpoint
     belongs to other fingerprints), and once they all have results the stale one is gone."""
-    from src.sweep import run_sweep
+    from src.sweep.runner import run_sweep
 
     out = tmp_path / "sweep"
     _stopped_in_chunk(2, out, monkeypatch)
@@ -166,7 +166,7 @@ def test_a_fresh_start_discards_checkpoints(fresh, tmp_path, monkeypatch):
 def test_a_checkpoints_identity_includes_the_objectives_code(tmp_path, monkeypatch):
     """Changing the objective module's source changes the identity, so a batch never resumes
     state that the old code computed."""
-    from src import checkpoints
+    from src.sweep import checkpoints
 
     module = tmp_path / "my_objective_mod.py"
     module.write_text("def make():\n    return 1\n")
@@ -180,7 +180,7 @@ def test_a_checkpoints_identity_includes_the_objectives_code(tmp_path, monkeypat
 
 
 def test_a_checkpoint_whose_metadata_disagree_with_its_arrays_is_set_aside(tmp_path, reference, monkeypatch):
-    from src.sweep import run_sweep
+    from src.sweep.runner import run_sweep
 
     out = tmp_path / "sweep"
     saved = _stopped_in_chunk(3, out, monkeypatch)

@@ -57,14 +57,14 @@ def _entries(tmp_path, n=4):
 def test_interrupted_batch_leaves_no_partial_results_and_resumes(tmp_path, monkeypatch):
     """A batch interrupted while writing (pre-emption) leaves complete jobs and jobs with no
     result files; the rerun skips the complete ones and ends where an uninterrupted run does."""
-    import src.record
-    from src.sweep import run_sweep
+    import src.sweep.record
+    from src.sweep.runner import run_sweep
 
     entries = _entries(tmp_path / "killed")
     reference = _entries(tmp_path / "reference")
     run_sweep(reference, sweep_dir=tmp_path / "reference")
     calls = {"n": 0}
-    write_params = src.record.write_params
+    write_params = src.sweep.record.write_params
 
     def killed_on_third(*args, **kwargs):
         calls["n"] += 1
@@ -72,7 +72,7 @@ def test_interrupted_batch_leaves_no_partial_results_and_resumes(tmp_path, monke
             raise KeyboardInterrupt("pre-empted")  # what SIGTERM becomes in-process
         return write_params(*args, **kwargs)
 
-    monkeypatch.setattr(src.record, "write_params", killed_on_third)
+    monkeypatch.setattr(src.sweep.record, "write_params", killed_on_third)
     with pytest.raises(KeyboardInterrupt):
         run_sweep(entries, sweep_dir=tmp_path / "killed")
     names = ("metrics.parquet", "params.npz", "summary.json")
@@ -81,7 +81,7 @@ def test_interrupted_batch_leaves_no_partial_results_and_resumes(tmp_path, monke
     for i in (2, 3):  # job 2 was interrupted between its metrics and its params
         assert not any((tmp_path / "killed" / str(i) / n).exists() for n in names)
 
-    monkeypatch.setattr(src.record, "write_params", write_params)
+    monkeypatch.setattr(src.sweep.record, "write_params", write_params)
     mtime = (tmp_path / "killed" / "0" / "metrics.parquet").stat().st_mtime_ns
     run_sweep(entries, sweep_dir=tmp_path / "killed")
     summary = json.loads((tmp_path / "killed" / "sweep_summary.json").read_text())
@@ -100,8 +100,8 @@ def test_preempted_submitit_batch_is_requeued_and_completes(tmp_path):
     batch's checkpoint and requeue it; the requeued batch completes every job."""
     from hydra.core.singleton import Singleton
 
-    from src.executors import BatchTask, make_executor
-    from src.sweep import run_sweep
+    from src.sweep.executors import BatchTask, make_executor
+    from src.sweep.runner import run_sweep
 
     options = {"submitit_folder": str(tmp_path / ".submitit" / "%j"), "max_num_timeout": 2, "timeout_min": 10}
     executor = make_executor("submitit_local", options)
@@ -131,8 +131,8 @@ def test_a_requeue_exit_that_python_drops_still_ends_the_batch(tmp_path, monkeyp
     the next job's files are written, and the handler is restored after."""
     from hydra.core.singleton import Singleton
 
-    from src.executors import BatchTask
-    from src.sweep import run_sweep
+    from src.sweep.executors import BatchTask
+    from src.sweep.runner import run_sweep
 
     def requeue(signum, frame):  # what submitit's local requeue does once checkpointed
         raise SystemExit(3)
@@ -156,7 +156,7 @@ def test_slurm_options_reach_the_sbatch_script(tmp_path, monkeypatch):
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
-    from src.executors import make_executor
+    from src.sweep.executors import make_executor
     from tests.conftest import CONF
 
     overrides = [

@@ -200,9 +200,9 @@ def test_same_config_and_seed_give_bit_identical_metrics(tmp_path):
 
 
 def test_a_job_gives_the_same_numbers_alone_and_in_batches_of_any_size(tmp_path):
-    from src.batching import run_batch
     from src.config import validate
-    from src.plan import Job
+    from src.sweep.batching import run_batch
+    from src.sweep.plan import Job
 
     runs = [
         validate(compose("objective=quadratic", "precision=float64", "outer_steps=10", f"lr={lr}"))
@@ -221,7 +221,7 @@ def test_a_job_gives_the_same_numbers_alone_and_in_batches_of_any_size(tmp_path)
 def test_an_interrupt_that_comes_back_as_another_exception_still_stops_the_sweep(tmp_path, monkeypatch):
     """Ctrl-C stops the sweep even when a library turns the KeyboardInterrupt into another
     exception; the next batch never starts, and the process's own handler comes back."""
-    import src.sweep
+    import src.sweep.runner
 
     calls = []
 
@@ -233,12 +233,12 @@ def test_an_interrupt_that_comes_back_as_another_exception_still_stops_the_sweep
         except KeyboardInterrupt as exc:
             raise RuntimeError("a library wrapped the interrupt") from exc
 
-    monkeypatch.setattr(src.sweep, "run_batch", run_batch)
+    monkeypatch.setattr(src.sweep.runner, "run_batch", run_batch)
     solvers = ["linear_solver=cg", "linear_solver=gmres"]
     entries = [(compose(ov), tmp_path / str(i), (ov,)) for i, ov in enumerate(solvers)]
     before = signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
-        src.sweep.run_sweep(entries, sweep_dir=tmp_path)
+        src.sweep.runner.run_sweep(entries, sweep_dir=tmp_path)
     assert calls == [["0"]]  # two groups, two batches: the second never ran
     assert signal.getsignal(signal.SIGINT) is before
 
@@ -247,7 +247,7 @@ def test_a_stop_whose_exception_python_drops_still_stops_the_sweep(tmp_path, mon
     """SIGTERM whose handler runs inside a gc callback: Python drops its KeyboardInterrupt.
     The sweep still stops before the next job's files: the job written stays complete, the
     rest of its batch and the next batch leave nothing."""
-    import src.sweep
+    import src.sweep.runner
 
     dropped = signal_after_first_job(signal.SIGTERM, monkeypatch)
     overrides = [("linear_solver=cg", "lr=0.05"), ("linear_solver=cg", "lr=0.2"), ("linear_solver=gmres", "lr=0.05")]
@@ -256,7 +256,7 @@ def test_a_stop_whose_exception_python_drops_still_stops_the_sweep(tmp_path, mon
     ]
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(KeyboardInterrupt):
-        src.sweep.run_sweep(entries, sweep_dir=tmp_path)
+        src.sweep.runner.run_sweep(entries, sweep_dir=tmp_path)
     assert [type(e) for e in dropped] == [KeyboardInterrupt]  # Python dropped it where it was raised
     assert json.loads((tmp_path / "0" / "summary.json").read_text())["status"] == "completed"
     assert not (tmp_path / "1").exists() or not any((tmp_path / "1").iterdir())
@@ -267,7 +267,7 @@ def test_a_stop_whose_exception_python_drops_still_stops_the_sweep(tmp_path, mon
 def test_a_wrapped_handler_that_returns_does_not_stop_the_sweep():
     """A kept handler that returns (submitit's, on a task that is not rank 0) leaves nothing
     to raise; one that raises is raised again by check, after the block nothing is left."""
-    from src import interrupts
+    from src.sweep import interrupts
 
     calls = []
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from src.config import ConfigError, build_method, objective_of, validate
-from src.plan import job_data
+from src.sweep.plan import job_data
 from tests.conftest import compose
 
 
@@ -30,7 +30,7 @@ def _hypergrad(run, objective, data, theta):
 
 def _solved_value(objective, data, theta, steps=20000):
     """F at the lasso / elastic-net solution, by many FISTA steps (for finite differences)."""
-    from src.inner import ProxGradient
+    from src.core.inner import ProxGradient
 
     w, _ = ProxGradient(steps, accelerated=True).solve(objective, data["w0"], theta, data)
     return objective.outer_loss(w, theta, data)
@@ -97,7 +97,7 @@ def test_implicit_equals_converged_unrolled():
 
 
 def test_ista_and_fista_reach_the_same_solution():
-    from src.inner import ProxGradient
+    from src.core.inner import ProxGradient
 
     with jax.enable_x64(True):
         _, objective, data = _setup("objective=elastic_net")

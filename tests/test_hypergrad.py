@@ -16,9 +16,9 @@ import optax
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from src.hypergrad import Implicit, Unrolled, exact_hypergrad
-from src.inner import Exact, Optax, OptaxSolver
-from src.linsolve import CG, GMRES, BiCGStab, Direct, Identity, Neumann
+from src.core.hypergrad import Implicit, Unrolled, exact_hypergrad
+from src.core.inner import Exact, Optax, OptaxSolver
+from src.core.linsolve import CG, GMRES, BiCGStab, Direct, Identity, Neumann
 from src.objectives import data_cleaning, logreg, quadratic, ridge, toy
 
 ZOO = {

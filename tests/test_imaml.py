@@ -7,9 +7,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from src.bilevel import make_run
 from src.config import build_method, objective_of, validate
-from src.plan import job_data
+from src.core.loop import make_run
+from src.sweep.plan import job_data
 from tests.conftest import compose
 
 

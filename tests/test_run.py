@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from src.bilevel import make_run, make_stepper
 from src.config import build_method, objective_of, validate
+from src.core.loop import make_run, make_stepper
 from tests.conftest import CONF, compose
 
 

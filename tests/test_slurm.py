@@ -49,7 +49,7 @@ def _train(env, *args, out: Path) -> list[str]:
 
 def _local(tmp: Path, settings: tuple, values: list[tuple], max_batch_size: int = 1024) -> Path:
     """The same jobs run in this process, in batches of the same sizes (the reference)."""
-    from src.sweep import run_sweep
+    from src.sweep.runner import run_sweep
 
     entries = [(compose(*settings, *v), tmp / str(i), (*settings, *v)) for i, v in enumerate(values)]
     run_sweep(entries, sweep_dir=tmp, max_batch_size=max_batch_size)

@@ -9,9 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from src.bilevel import make_run
 from src.config import build_method, objective_of, validate
-from src.plan import job_data
+from src.core.loop import make_run
+from src.sweep.plan import job_data
 from tests.conftest import compose
 
 STEPS = 30
@@ -99,9 +99,9 @@ def test_minibatch_runs_are_random_and_reproducible(tmp_path, method):
     """Different seeds: different trajectories; the same seed, run again: bit-identical."""
     import pandas as pd
 
-    from src.batching import run_batch
-    from src.plan import Job
-    from src.programs import Programs
+    from src.sweep.batching import run_batch
+    from src.sweep.plan import Job
+    from src.sweep.programs import Programs
 
     programs = Programs()  # the rerun reuses the compiled program
 
@@ -122,7 +122,7 @@ def test_minibatch_runs_are_random_and_reproducible(tmp_path, method):
 def test_last_minibatch_is_smaller_and_weighted():
     """1000 samples in batches of 64: 16 batches, the last one of 40 samples (weight 40/1000),
     and every sample is drawn exactly once per epoch."""
-    from src.sampling import Sampler, mean, view
+    from src.core.sampling import Sampler, mean, view
 
     sampler = Sampler(1000, 64)
     state = sampler.init(jax.random.key(0))
@@ -144,8 +144,8 @@ def test_last_minibatch_is_smaller_and_weighted():
 def test_job_alone_equals_job_in_a_batch(tmp_path, precision, rtol):
     """The batched-launcher guarantee with minibatches: a job inside a batch of other step
     sizes, outer ratios and seeds equals the same job run alone."""
-    from src.batching import run_batch
-    from src.plan import Job
+    from src.sweep.batching import run_batch
+    from src.sweep.plan import Job
 
     def job(name, *overrides):
         return Job(validate(compose(*SMALL, "method=soba", f"precision={precision}", *overrides)), tmp_path / name)
@@ -175,8 +175,8 @@ def test_batch_size_needs_a_finite_sum():
 def test_saba_reduces_variance_on_quadratic_sum(tmp_path):
     """At equal steps, SABA's median final grad_h_sq over seeds is below SOBA's, and both
     reduce it at least 10x from step 0 (the paper's finding, on the benchmark's problem)."""
-    from src.batching import run_batch
-    from src.plan import Job
+    from src.sweep.batching import run_batch
+    from src.sweep.plan import Job
 
     common = ("objective=quadratic_sum", "objective.n_inner=4096", "objective.n_outer=512", "batch_size=64",
               "outer_steps=1500", "eval_every=500", "method.step_size=0.1", "method.outer_ratio=1.0")  # fmt: skip
@@ -227,8 +227,8 @@ def test_a_grid_of_two_algorithms_compiles_one_program_each(tmp_path):
 
 
 def test_reference_by_conjugate_gradients_equals_the_dense_one(monkeypatch):
-    """src.reference beyond DENSE_MAX unknowns (Newton-CG, CG for v*) against its dense path."""
-    from src import reference as ref
+    """src.core.reference beyond DENSE_MAX unknowns (Newton-CG, CG for v*) against its dense path."""
+    from src.core import reference as ref
 
     with jax.enable_x64(True):
         run, objective, data = _setup("objective=logreg", "precision=float64")

@@ -114,7 +114,7 @@ def test_wandb_failure_in_a_batched_sweep_keeps_local_outputs(tmp_path):
 def test_runs_opened_ahead_are_written_or_discarded(tmp_path):
     """Runs are opened before their jobs finish; a job that never completes (its batch
     failed or was interrupted) leaves no wandb folder, the others a complete run."""
-    from src.wandb_runs import WandbWriter
+    from src.report.wandb_runs import WandbWriter
 
     writer = WandbWriter({"mode": "offline", "group": "g"}, workers=2, open_ahead=2)
     jobs = [tmp_path / str(i) for i in range(4)]
@@ -143,7 +143,7 @@ def test_runs_opened_ahead_are_written_or_discarded(tmp_path):
 def test_a_killed_worker_is_a_wandb_failure_not_an_error(tmp_path):
     """A requeue (or the OOM killer) that kills the wandb workers: ``close`` says so in one
     warning and returns, so the sweep's own outcome (a requeue's exit) is what is reported."""
-    from src.wandb_runs import WandbWriter
+    from src.report.wandb_runs import WandbWriter
 
     writer = WandbWriter({"mode": "offline", "group": "g"}, workers=1)
     writer.plan([(tmp_path / "0", {"lr": 0.1}, "toy")])
@@ -159,7 +159,7 @@ def test_a_killed_worker_is_a_wandb_failure_not_an_error(tmp_path):
 def test_a_wandb_error_is_reported_in_one_short_line():
     """A non-wandb HTTP server on the wandb URL answers with a page of HTML: the warning
     quotes its first line only."""
-    from src.wandb_runs import _error
+    from src.report.wandb_runs import _error
 
     page = "\n".join(["", "<!DOCTYPE html>", "<html>", *["<p>" + "x" * 300 + "</p>"] * 15, "</html>"])
     said = _error(RuntimeError(page))

@@ -1,7 +1,7 @@
 """``hydra/launcher=batched``: run a multirun's jobs as vmap-batched XLA programs.
 
-A thin shim: the work is in ``src.launcher`` (Hydra side: composing jobs, their
-directories and files, ``JobReturn``s) and ``src.batching`` (grouping and running).
+A thin shim: the work is in ``src.sweep.launcher`` (Hydra side: composing jobs, their
+directories and files, ``JobReturn``s) and ``src.sweep.batching`` (grouping and running).
 Hydra imports every plugin at start-up, so nothing heavy (jax) is imported here.
 
 A task function is *batch-aware* when it has a ``run_sweep`` attribute (``src.train``'s
@@ -103,6 +103,6 @@ class BatchedLauncher(Launcher):
             basic = BasicLauncher()
             basic.setup(hydra_context=self.hydra_context, task_function=self.task_function, config=self.config)
             return basic.launch(job_overrides, initial_job_idx)
-        from src.launcher import launch_batched
+        from src.sweep.launcher import launch_batched
 
         return launch_batched(self, job_overrides, initial_job_idx)

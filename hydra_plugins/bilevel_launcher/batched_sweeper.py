@@ -58,7 +58,7 @@ class BatchedSweeper(BasicSweeper):
         import sys
         from pathlib import Path
 
-        from src.sweep import BatchFailed
+        from src.sweep.outcome import BatchFailed
 
         saved = Path(str(self.config.hydra.sweep.dir), "multirun.yaml")
         before = saved.read_bytes() if saved.is_file() else None
@@ -75,7 +75,7 @@ class BatchedSweeper(BasicSweeper):
             raise
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
-        from src.launcher import ConfigGroups, template_key
+        from src.sweep.launcher import ConfigGroups, template_key
 
         loader = self.hydra_context.config_loader
         groups = ConfigGroups(loader, self.config)

@@ -1,6 +1,6 @@
 """A Hydra callback (set in ``conf/launch.yaml``): before a run or a multirun writes
 anything, check its output directory and the launcher's options, and lock the sweep
-directory for this process (see ``src.preflight``)."""
+directory for this process (see ``src.sweep.preflight``)."""
 
 from typing import Any
 
@@ -13,12 +13,12 @@ class SweepGuard(Callback):
         self.lock_fd: int | None = None
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from src.preflight import check_output_dir
+        from src.sweep.preflight import check_output_dir
 
         check_output_dir(config.hydra.run.dir, "hydra.run.dir")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from src.preflight import check_launcher, check_output_dir, lock_sweep_dir
+        from src.sweep.preflight import check_launcher, check_output_dir, lock_sweep_dir
 
         launcher = OmegaConf.to_container(config.hydra.launcher, resolve=False)
         if str(launcher.get("_target_", "")).endswith("BatchedLauncher"):

@@ -65,6 +65,25 @@ def make(per_class: Annotated[int, at.Ge(1)] = 1) -> Objective:
         inner_loss=inner_loss,
         outer_loss=outer_loss,
         metrics=metrics,
+        figure=images,
         randomness="the train/test split and the synthetic images' initial noise",
         maximize=("train_accuracy", "test_accuracy"),
     )
+
+
+def images(theta: np.ndarray, final: dict, title: str):
+    """The learned images (final theta: one row per image per class, 8 x 8 standardized
+    pixels), a column per class: the figure ``python -m src.aggregate --plot`` draws."""
+    import matplotlib.pyplot as plt
+
+    per_class = theta.shape[0] // CLASSES
+    fig, axes = plt.subplots(per_class, CLASSES, figsize=(10, 1.1 * per_class), squeeze=False)
+    for i, ax in enumerate(axes.T.ravel()):  # column c: the images of class c
+        ax.imshow(theta[i].reshape(8, 8), cmap="gray_r")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for c in range(CLASSES):
+        axes[0, c].set_title(str(c), fontsize=9)
+    accuracy = final.get("test_accuracy", float("nan"))
+    fig.suptitle(f"{title}: {per_class} per class, test accuracy {accuracy:.3f}", fontsize=9, y=1.0 + 0.35 / per_class)
+    return fig

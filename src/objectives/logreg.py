@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from src import sampling
+from src.core import sampling
 from src.objectives import Objective
 from src.objectives.datasets import load, standardized_split
 

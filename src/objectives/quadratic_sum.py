@@ -29,7 +29,7 @@ import annotated_types as at
 import jax.numpy as jnp
 import numpy as np
 
-from src import sampling
+from src.core import sampling
 from src.objectives import Objective
 
 INNER = ("s_in", "r_in", "p_in", "q_in", "a_in", "b_in")

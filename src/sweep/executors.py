@@ -2,7 +2,7 @@
 
 The launcher composes every job, validates them all and writes their ``.hydra`` files
 here, in the submitting process; the jobs are grouped and cut into batches exactly as
-in-process (``src.sweep.plan_batches``), and each batch becomes one submitit job (one
+in-process (``src.sweep.runner.plan_batches``), and each batch becomes one submitit job (one
 SLURM array task) that runs ``run_sweep`` on its jobs: one vmapped program, each job
 writing its own directory, files and wandb run. The submitting process waits, reads the
 jobs' summaries back and hands Hydra one ``JobReturn`` per job.
@@ -10,9 +10,9 @@ jobs' summaries back and hands Hydra one ``JobReturn`` per job.
 Pre-emption and time limits: submitit sends USR2 ``signal_delay_s`` before the limit (or on
 pre-emption), calls :meth:`BatchTask.checkpoint` and requeues the same batch (up to
 ``max_num_timeout`` times); on the way out, a batch run in chunks saves its state at its
-last chunk boundary (:mod:`src.checkpoints`), and the requeued attempt goes on from there.
+last chunk boundary (:mod:`src.sweep.checkpoints`), and the requeued attempt goes on from there.
 Jobs whose ``summary.json`` says completed are skipped; a job interrupted while its files
-were being written has them removed (see ``src.record.write_job``), so no job directory is
+were being written has them removed (see ``src.sweep.record.write_job``), so no job directory is
 left with a partial set of results. Where SLURM keeps no accounting, the submitting process
 follows the batches through their result files and ``squeue`` (:func:`_result`).
 """
@@ -26,7 +26,8 @@ import sys
 import time
 from pathlib import Path
 
-from src.sweep import BatchFailed, plan_sweep, report_sweep
+from src.sweep.outcome import BatchFailed
+from src.sweep.runner import plan_sweep, report_sweep
 
 POLL_S = 1.0  # how often the submitting process looks at its batches
 
@@ -140,12 +141,12 @@ class BatchTask:
     def __call__(self) -> list:
         from submitit.core.job_environment import JobEnvironment
 
-        from src.interrupts import recorded_signals
+        from src.sweep.interrupts import recorded_signals
 
         # submitit's USR2 handler (checkpoint, requeue, exit) stays, recorded: an exit that
         # Python drops (the handler ran inside jax's gc callback) still ends the batch. SIGTERM
         # (scancel, the end of a time limit or a grace period) stops it; both save a chunked
-        # batch's checkpoint on the way out (src.checkpoints)
+        # batch's checkpoint on the way out (src.sweep.checkpoints)
         with recorded_signals(stop=(signal.SIGTERM,), wrap=(JobEnvironment._usr_sig(),)):
             import jax  # noqa: F401 - imported before the line below, which tests wait for
             from hydra.core.singleton import Singleton
@@ -175,7 +176,7 @@ def run_on_submitit(launcher, entries: list, runs: list, sweep_dir: Path, stats:
     loss (or the exception that stopped its batch), in order."""
     from hydra.core.singleton import Singleton
 
-    from src.files import complete_result
+    from src.sweep.files import complete_result
 
     t0 = time.perf_counter()
     sweep = plan_sweep(entries, runs, launcher.resume, launcher.max_batch_size)
@@ -193,7 +194,7 @@ def run_on_submitit(launcher, entries: list, runs: list, sweep_dir: Path, stats:
         try:
             submitted = executor.submit_array(tasks)
         except Exception as exc:  # noqa: BLE001 - sbatch refused (a partition, no cluster): nothing runs
-            from src.preflight import refuse
+            from src.sweep.preflight import refuse
 
             refuse(f"Error: {launcher.executor} refused the batches: {reason(exc)}")
         ids = ", ".join(job.job_id for job in submitted)
@@ -232,7 +233,7 @@ def run_on_submitit(launcher, entries: list, runs: list, sweep_dir: Path, stats:
                 sweep.results[i] = value
                 sweep.summaries[i] = complete_result(sweep.jobs[i].out_dir)  # complete result sets only
     except KeyboardInterrupt:  # Ctrl-C of the submitting process: the batches are cancelled
-        from src import interrupts
+        from src.sweep import interrupts
 
         with interrupts.deferred():
             cancel = [job for job in submitted if not job.done()]

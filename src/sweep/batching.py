@@ -16,13 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from src import interrupts
-from src.checkpoints import BatchCheckpoint
 from src.config import RunConfig, build_method, objective_of
-from src.files import clear_results
-from src.plan import Job, batch_shape, data_groups, job_data
-from src.programs import Clock, Programs, wait_ready
-from src.record import write_job
+from src.sweep import interrupts
+from src.sweep.checkpoints import BatchCheckpoint
+from src.sweep.files import clear_results
+from src.sweep.plan import Job, batch_shape, data_groups, job_data
+from src.sweep.programs import Clock, Programs, wait_ready
+from src.sweep.record import write_job
 
 
 def precision_context(precision: str):
@@ -135,15 +135,15 @@ def run_batch(
 
     The batch is laid out on a grid of ``shape`` = (datasets, jobs per dataset), padded,
     so that every batch of a group has one shape and the group compiles once (see
-    ``src.plan.plan_batches``); with several devices it is laid out flat, padded to as
+    ``src.sweep.plan.plan_batches``); with several devices it is laid out flat, padded to as
     many members and to a multiple of the device count, and sharded over them.
     ``programs`` holds the compiled programs (reused across batches), ``clock`` gets the
     time of each phase. ``checkpoints``: a chunked batch saves its state at chunk boundaries
     when stopped and every ``checkpoint_every_s`` seconds, and an attempt that finds its
-    checkpoint resumes from it (:mod:`src.checkpoints`)."""
+    checkpoint resumes from it (:mod:`src.sweep.checkpoints`)."""
     import jax
 
-    from src.bilevel import make_run, make_stepper
+    from src.core.loop import make_run, make_stepper
 
     programs, clock = programs or Programs(), clock or Clock()
     static = jobs[0].run.static
@@ -203,7 +203,7 @@ def run_batch(
     summaries = []
     with clock.timed("write_s"):
         for i, job in enumerate(jobs):
-            interrupts.check()  # a stop whose exception was dropped: no more files (src.interrupts)
+            interrupts.check()  # a stop whose exception was dropped: no more files (src.sweep.interrupts)
             info = {"size": size, "index": i, "run_s": run_s, "compile_s": compile_s, **(batch_info or {})}
             member = jax.tree.map(lambda x, i=i: x[i], result)
             resumed = None  # (write_job's default: one attempt, from step 0)
@@ -226,7 +226,7 @@ def _on_dynamic(stepper):
 
 def _run_chunked(programs: Programs, static, stepper, dynamic, keys, chunk: int, on_steps, vmap, checkpoint=None):
     """The same loop in chunks of ``chunk`` outer steps, with progress between chunks; with a
-    ``checkpoint`` (:class:`src.checkpoints.BatchCheckpoint`), resumed from it and saved at
+    ``checkpoint`` (:class:`src.sweep.checkpoints.BatchCheckpoint`), resumed from it and saved at
     chunk boundaries (periodically, and when a stop ends the loop)."""
     import jax
     import jax.numpy as jnp

@@ -4,7 +4,7 @@ what is allowed (``invalid config: lr=0: a finite number > 0``).
 
 * the top level and ``wandb``: :class:`Run`, :class:`Wandb`;
 * ``linear_solver`` and ``hypergrad``: derived from the solver classes themselves
-  (:mod:`src.linsolve`, :mod:`src.hypergrad`), whose annotated fields are the options;
+  (:mod:`src.core.linsolve`, :mod:`src.core.hypergrad`), whose annotated fields are the options;
 * ``inner_solver``, ``optimizer`` and ``objective``: derived from the signature of the
   factory named in ``_target_`` (an optax optimizer, a researcher's own objective): its
   annotated parameters, or the type of their defaults, so that a new objective is
@@ -43,7 +43,7 @@ class Run(BaseModel):
     """The top-level keys of ``conf/train.yaml`` that a run reads."""
 
     model_config = STRICT
-    lr: Annotated[float, at.Gt(0), Finite] = None  # required by nested methods (src.config.validate)
+    lr: Annotated[float, at.Gt(0), Finite] = None  # required by nested methods (src.config.validation.validate)
     seed: Annotated[int, at.Interval(ge=0, le=2**32 - 1)]  # a PRNG key and numpy/scikit-learn random_state
     outer_steps: Annotated[int, at.Ge(1)]
     precision: Literal["float32", "float64"]

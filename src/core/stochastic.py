@@ -8,10 +8,10 @@ names: ``step_size`` (rho), ``outer_ratio`` (the outer step is rho / outer_ratio
 
 Notation: ``z`` is the inner variable (``w`` elsewhere), ``x`` the outer one (``theta``),
 ``v`` the linear system's variable with the sign of SOBA: ``v* = -H^{-1} grad_z F``.
-``B``, ``B'`` are independent minibatches of the inner and outer sums (:mod:`src.sampling`,
+``B``, ``B'`` are independent minibatches of the inner and outer sums (:mod:`src.core.sampling`,
 one sampler each, their state in the scan carry; ``batch_size=None``: full batch, and
 every method is deterministic). Each method is one more implementation of the protocol
-of :mod:`src.bilevel`: ``evaluate`` draws the minibatches and computes the step at
+of :mod:`src.core.loop`: ``evaluate`` draws the minibatches and computes the step at
 ``(z_t, v_t, x_t)``, ``update`` applies it.
 
 * SOBA: ``z -= rho grad_z g_B``, ``v -= rho (H_B v + grad_z f_B')``,
@@ -36,12 +36,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from src.frozen import frozen, static
-from src.hypergrad import Hypergrad
-from src.inner import InnerInfo
-from src.linsolve import LinsolveInfo
-from src.objectives import Objective
-from src.sampling import Batch, Sampler, SamplerState, Work, sizes, view
+from src.core.frozen import frozen, static
+from src.core.hypergrad import Hypergrad
+from src.core.inner import InnerInfo
+from src.core.linsolve import LinsolveInfo
+from src.core.objective import Objective
+from src.core.sampling import Batch, Sampler, SamplerState, Work, sizes, view
 
 Positive = Annotated[float, at.Gt(0)]
 Decay = Annotated[float, at.Interval(ge=0, le=1)]

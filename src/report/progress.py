@@ -86,7 +86,7 @@ class SweepProgress:
 
 def print_sweep_summary(jobs, summaries, results, *, n_batches, n_groups, skipped, wall_s, sweep_dir) -> None:
     """One screen at the end of a sweep: jobs, groups, wall time, best job, diverged jobs."""
-    from src.sweep import job_status
+    from src.sweep.outcome import job_status
 
     status = [job_status(s, r) for s, r in zip(summaries, results, strict=True)]
     rows = zip(summaries, jobs, status, strict=True)

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from src.config import flatten, objective_of
-from src.files import clear_results, provenance, write_json, write_metrics, write_params
-from src.plan import Job
+from src.sweep.files import clear_results, provenance, write_json, write_metrics, write_params
+from src.sweep.plan import Job
 
 
 def write_job(job: Job, result, compile_s: float, run_s: float, batch: dict, writer=None, resumed=None) -> dict:

@@ -14,22 +14,23 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from src import interrupts
-from src.batching import run_batch
-from src.checkpoints import DEFAULT_EVERY_S, remove_checkpoints
 from src.config import ConfigError, flatten, validate
-from src.files import (
+from src.report.wandb_runs import WandbWriter
+from src.sweep import interrupts
+from src.sweep.batching import run_batch
+from src.sweep.checkpoints import DEFAULT_EVERY_S, remove_checkpoints
+from src.sweep.files import (
     complete_result,
     read_json,
     read_summary,
     stored_fingerprint,
     write_json,
 )
-from src.plan import Job, group_labels, job_data, plan_batches, unused_seeds
-from src.preflight import refuse
-from src.programs import Clock, Programs
-from src.record import wandb_config
-from src.wandb_runs import WandbWriter
+from src.sweep.outcome import BatchFailed, job_status, job_value
+from src.sweep.plan import Job, group_labels, job_data, plan_batches, unused_seeds
+from src.sweep.preflight import refuse
+from src.sweep.programs import Clock, Programs
+from src.sweep.record import wandb_config
 
 
 def _where(entries, i: int) -> str:
@@ -129,46 +130,17 @@ def run_sweep(
 
     ``summary_file=None`` writes no sweep summary and ``handle_signals=False`` leaves the
     signal handlers to the caller: how a batch runs under submitit, which owns them and
-    requeues (``src.executors.BatchTask`` keeps submitit's handler and records it).
+    requeues (``src.sweep.executors.BatchTask`` keeps submitit's handler and records it).
     ``programs``: compiled programs to reuse (a launcher keeps them across the launches of
     one multirun). A batch run in chunks checkpoints when stopped and every
     ``checkpoint_every_s`` seconds (None: only when stopped), and resumes from its
-    checkpoint (:mod:`src.checkpoints`)."""
+    checkpoint (:mod:`src.sweep.checkpoints`)."""
     programs = programs if programs is not None else Programs()
     with interrupts.recorded_signals() if handle_signals else contextlib.nullcontext():
         return _sweep(
             entries, max_batch_size, resume, sweep_dir, stats, validated, summary_file, append_summary, programs,
             checkpoint_every_s,
         )  # fmt: skip
-
-
-class Diverged:
-    """What a job that diverged returns to Hydra: not a number, so a sweeper that tunes on
-    the returned values (optuna) records the trial as failed and goes on."""
-
-    def __init__(self, job: str, step: int | None):
-        self.job, self.step = job, step
-
-    def __repr__(self) -> str:
-        return f"job {self.job} diverged at step {self.step}"
-
-
-class BatchFailed(RuntimeError):
-    """What the jobs of a batch that failed return to Hydra (the batch's error is the cause)."""
-
-
-def job_value(job: Job, summary: dict):
-    """A job's return value: its final outer loss, or :class:`Diverged`."""
-    if summary["status"] == "diverged":
-        return Diverged(job.name, summary.get("diverged_step"))
-    return summary["final"]["outer_loss"]
-
-
-def job_status(summary: dict | None, result) -> str:
-    """completed | diverged (from its summary), failed (its batch raised), or not run."""
-    if summary:
-        return summary["status"]
-    return "failed" if isinstance(result, BaseException) else "not run"
 
 
 @dataclasses.dataclass
@@ -203,7 +175,7 @@ def _sweep(
     entries, max_batch_size, resume, sweep_dir, stats, validated, summary_file, append_summary, programs,
     checkpoint_every_s,
 ) -> list:  # fmt: skip
-    from src.programs import enable_compilation_cache
+    from src.sweep.programs import enable_compilation_cache
 
     t0, clock, built = time.perf_counter(), Clock(), programs.built
     with clock.timed("validate_s"):
@@ -266,7 +238,7 @@ def _sweep(
 def report_sweep(sweep: Sweep, *, wall_s, sweep_dir, path, append, batch_info=None, **fields) -> None:
     """The report stage: one screen on stderr and, where ``path`` is given, the sweep's
     summary file (``batch_info``: extra fields per batch, in order)."""
-    from src.progress import print_sweep_summary
+    from src.report.progress import print_sweep_summary
 
     print_sweep_summary(
         sweep.jobs,
@@ -326,14 +298,14 @@ def _chunked(sweep: Sweep) -> bool:
 
 def _run_batches(sweep: Sweep, writer, programs: Programs, clock: Clock, checkpoint_every_s=DEFAULT_EVERY_S) -> None:
     """The in-process execute stage: one batch after another, each job's files and wandb
-    run recorded as its batch ends (``src.batching.run_batch``)."""
-    from src.progress import SweepProgress
+    run recorded as its batch ends (``src.sweep.batching.run_batch``)."""
+    from src.report.progress import SweepProgress
 
     jobs, batches = sweep.jobs, sweep.batches
     labels = group_labels([static for static, _, _ in batches])
     with SweepProgress(len(jobs), len(sweep.done), len(batches)) as progress:
         for b, (static, members, shape) in enumerate(batches):
-            interrupts.check()  # a stop whose exception was dropped (see src.interrupts)
+            interrupts.check()  # a stop whose exception was dropped (see src.sweep.interrupts)
             steps = jobs[members[0]].run.tree["outer_steps"]
             advance = progress.start_batch(b, labels[static], len(members), steps)
             info = {"id": b, "label": labels[static]}

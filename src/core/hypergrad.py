@@ -16,7 +16,7 @@ differentiate through that solve) and returns the inner solution with the hyperg
   differentiates only the last ``K`` inner steps.
 
 :func:`exact_hypergrad` is the reference where the objective has a closed form
-(:mod:`src.reference` computes it otherwise).
+(:mod:`src.core.reference` computes it otherwise).
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ import jax.numpy as jnp
 import optax
 from jax.flatten_util import ravel_pytree
 
-from src.frozen import frozen, static
-from src.inner import InnerInfo
-from src.linsolve import LinearSolver, LinsolveInfo
-from src.objectives import Objective
+from src.core.frozen import frozen, static
+from src.core.inner import InnerInfo
+from src.core.linsolve import LinearSolver, LinsolveInfo
+from src.core.objective import Objective
 
 
 class Hypergrad(NamedTuple):
@@ -41,7 +41,7 @@ class Hypergrad(NamedTuple):
     u: Any  # flat solution of the implicit system (zeros for unrolled)
     inner: InnerInfo
     linsolve: LinsolveInfo
-    work: Any = None  # oracle calls and samples this evaluation cost (src.sampling.Work)
+    work: Any = None  # oracle calls and samples this evaluation cost (src.core.sampling.Work)
     aux: Any = None  # what a method's update needs beyond this (a single-loop method's step)
 
 
@@ -53,7 +53,7 @@ def optimality(objective: Objective, unravel, data):
         return lambda wf, th: ravel_pytree(jax.grad(objective.inner_loss)(unravel(wf), th, data))[0]
 
     def residual(wf, th):
-        from src.inner import prox_step
+        from src.core.inner import prox_step
 
         step = jax.lax.stop_gradient(1.0 / objective.lipschitz(th, data))
         return wf - ravel_pytree(prox_step(objective, unravel(wf), th, data, step))[0]

@@ -2,7 +2,7 @@
 reference that every method's iterates are measured against.
 
 * With a closed form (``Objective.inner_solution``): ``w*`` and the hypergradient from it
-  (:func:`src.hypergrad.exact_hypergrad`), ``v*`` from ``Objective.adjoint`` or solved.
+  (:func:`src.core.hypergrad.exact_hypergrad`), ``v*`` from ``Objective.adjoint`` or solved.
 * Otherwise, with ``newton_steps``: Newton's method from the method's current ``w`` on the
   full-batch inner problem (dense Hessian and direct solves up to ``DENSE_MAX`` unknowns,
   matrix-free conjugate gradients beyond), then ``v*`` and the hypergradient there.
@@ -20,8 +20,8 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from src.hypergrad import exact_hypergrad
-from src.objectives import Objective
+from src.core.hypergrad import exact_hypergrad
+from src.core.objective import Objective
 
 DENSE_MAX = 1000  # unknowns up to which Hessians are materialized
 CG_MAXITER = 500

@@ -1,6 +1,6 @@
 """Inner solvers: ``w*(theta) = argmin_w G(w, theta)``.
 
-An inner solver is a small frozen object (:mod:`src.frozen`) with one protocol:
+An inner solver is a small frozen object (:mod:`src.core.frozen`) with one protocol:
 
 * ``solve(objective, w0, theta, data) -> (w, iterations)``: solve from ``w0``;
 * ``unrolled(objective, w0, theta, data, truncate) -> w``: the same solve written so that
@@ -27,8 +27,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from src.frozen import frozen, static
-from src.objectives import Objective
+from src.core.frozen import frozen, static
+from src.core.objective import Objective
 
 
 def _iterate(step, state, n: int):

@@ -17,7 +17,7 @@ from typing import Annotated
 import annotated_types as at
 from pydantic import BaseModel, ConfigDict
 
-from src.schemas import ConfigError, check
+from src.config.schemas import ConfigError, check
 
 LOCK = ".sweep.lock"
 

@@ -1,7 +1,7 @@
 """Validation of a composed config, the static/dynamic split, and config -> objects.
 
 A composed Hydra config is checked here before any work (by the pydantic schemas of
-:mod:`src.schemas`): every key of every group is known, typed and in range, or a
+:mod:`src.config.schemas`): every key of every group is known, typed and in range, or a
 :class:`ConfigError` names the key, the value and what is allowed. The run part of a
 config is then split into
 
@@ -11,8 +11,8 @@ config is then split into
 * the **dynamic** part (floats and the seed), traced values that can differ between
   the members of one vmapped batch.
 
-:func:`build_method` is the one place where a validated config becomes the solver and
-method objects of the numerical core (which reads no config).
+:mod:`src.config.build` turns a validated config into the solver and method objects of the
+numerical core (which reads no config).
 """
 
 from __future__ import annotations
@@ -25,8 +25,7 @@ from typing import Annotated, Any, NamedTuple
 
 import annotated_types as at
 
-from src.schemas import ConfigError as ConfigError  # noqa: PLC0414 - re-exported: callers catch it from here
-from src.schemas import Finite, Inner, Run, Wandb, check, describe, signature_model, solver_model
+from src.config.schemas import ConfigError, Finite, Inner, Run, Wandb, check, describe, signature_model, solver_model
 
 RUN_KEYS = (
     "lr",
@@ -38,14 +37,13 @@ RUN_KEYS = (
     "batch_size",
     "eval_every",
 )
-NESTED_ONLY = ("lr", "inner_solver", "linear_solver", "hypergrad", "optimizer")  # unused by single-loop methods
 GROUPS = ("objective", "inner_solver", "linear_solver", "hypergrad", "optimizer")
 META_KEYS = ("wandb", "study", "hydra", "method")  # method: a preset; a single-loop method's node
 PASSTHROUGH = ("_target_",)  # a factory's import path: checked by importing it
 
 
-def _linear_solvers() -> dict[str, type]:
-    from src import linsolve
+def linear_solver_classes() -> dict[str, type]:
+    from src.core import linsolve
 
     return {
         "cg": linsolve.CG,
@@ -58,7 +56,7 @@ def _linear_solvers() -> dict[str, type]:
 
 
 def _stochastic_methods() -> dict[str, type]:
-    from src.stochastic import METHODS
+    from src.core.stochastic import METHODS
 
     return METHODS
 
@@ -66,7 +64,7 @@ def _stochastic_methods() -> dict[str, type]:
 def method_class(node: Mapping[str, Any]) -> type:
     """The class of a single-loop method node: a researcher's own in ``method._target_``
     (a frozen dataclass with a ``schedule`` field, written on the protocol of
-    :mod:`src.stochastic`), else the shipped method named ``method.name``."""
+    :mod:`src.core.stochastic`), else the shipped method named ``method.name``."""
     methods = _stochastic_methods()
     if "_target_" in node:
         import dataclasses
@@ -77,7 +75,7 @@ def method_class(node: Mapping[str, Any]) -> type:
             raise ConfigError(
                 "method._target_", node["_target_"],
                 "a single-loop method class (a frozen dataclass with a schedule field and init/evaluate/update, "
-                "e.g. a subclass of src.stochastic.SOBA; see examples/clipped_soba.py)",
+                "e.g. a subclass of src.core.stochastic.SOBA; see examples/clipped_soba.py)",
             )  # fmt: skip
         return cls
     if node.get("name") not in methods:
@@ -95,8 +93,8 @@ def stochastic_model(cls: type):
     a top-level key)."""
     from pydantic import create_model
 
-    from src.schemas import STRICT
-    from src.stochastic import Schedule
+    from src.config.schemas import STRICT
+    from src.core.stochastic import Schedule
 
     fields = {**solver_model(Schedule).model_fields, **solver_model(cls).model_fields}
     fields.pop("batch_size")
@@ -106,7 +104,7 @@ def stochastic_model(cls: type):
 
 
 def _hypergrad_methods() -> dict[str, type]:
-    from src.hypergrad import Implicit, Unrolled
+    from src.core.hypergrad import Implicit, Unrolled
 
     return {"implicit": Implicit, "unrolled": Unrolled}
 
@@ -176,7 +174,7 @@ class RunConfig(NamedTuple):
     def fingerprint(self) -> str:
         """What a job's stored results must match to be trusted (``summary.json``'s
         ``config_fingerprint``)."""
-        from src.files import config_fingerprint
+        from src.sweep.files import config_fingerprint
 
         return config_fingerprint(self.tree)
 
@@ -194,7 +192,7 @@ PROX_SOLVERS = {"ista": False, "fista": True}  # name -> accelerated
 def _check_inner(node: dict) -> dict:
     name = node.get("name")
     if name in PROX_SOLVERS:
-        from src.inner import ProxGradient
+        from src.core.inner import ProxGradient
 
         return _steps_given(check(solver_model(ProxGradient), node, "inner_solver"))
     if name == "exact" or "_target_" not in node:
@@ -285,7 +283,7 @@ def validate(cfg: Mapping) -> RunConfig:
         tree["method"] = _checked(stochastic_model(method_class(node)), node, "method")
     else:
         tree["inner_solver"] = _check_inner(_group(cfg, "inner_solver"))
-        for group, classes in (("linear_solver", _linear_solvers()), ("hypergrad", _hypergrad_methods())):
+        for group, classes in (("linear_solver", linear_solver_classes()), ("hypergrad", _hypergrad_methods())):
             node = _group(cfg, group)
             if node.get("name") not in classes:
                 raise ConfigError(f"{group}.name", node.get("name"), f"one of {', '.join(classes)}")
@@ -332,7 +330,7 @@ def check_representable(dynamic: Mapping[str, Any], precision: str) -> None:
 def check_batch_size(run: RunConfig, objective, data) -> None:
     """A minibatch no larger than the larger sum (a ``batch_size`` above a sum's samples is
     that sum in full, as a full-batch run is; above both it is a full-batch run by mistake)."""
-    from src.sampling import sizes
+    from src.core.sampling import sizes
 
     batch_size = run.tree["batch_size"]
     if batch_size is None or not (objective.inner_samples or objective.outer_samples):
@@ -400,93 +398,9 @@ def check_compatible(tree: dict, objective) -> None:
                 "a fixed-step solver (gd, adam, ...) with hypergrad=unrolled: lbfgs's line search is a "
                 "lax.while_loop, which reverse mode cannot differentiate",
             )
-    if hg["name"] == "implicit" and _linear_solvers()[lin["name"]].symmetric_only and not objective.symmetric:
+    if hg["name"] == "implicit" and linear_solver_classes()[lin["name"]].symmetric_only and not objective.symmetric:
         raise ConfigError(
             "linear_solver",
             lin["name"],
             "gmres, bicgstab, neumann or direct: this objective's implicit system is not symmetric",
         )
-
-
-# ----------------------------------------------------------------------------- objects
-def build_objective(obj_cfg: dict):
-    """Call an objective's factory with its static options (those in its signature)."""
-    factory = locate(obj_cfg["_target_"], "objective._target_")
-    params = inspect.signature(factory).parameters
-    return construct_objective(factory, tuple(sorted((k, v) for k, v in obj_cfg.items() if k in params)))
-
-
-@functools.lru_cache(maxsize=256)
-def objective_of(static: tuple):
-    """The objective of a static config (built once per process)."""
-    return build_objective(unflatten(dict(static))["objective"])
-
-
-def optax_of(factory: Callable, options: Mapping[str, Any]):
-    """An :class:`src.inner.Optax`: float options (and None) traced, the rest fixed."""
-    from src.inner import Optax
-
-    traced = {k: v for k, v in options.items() if v is None or (isinstance(v, float) and not isinstance(v, bool))}
-    fixed = tuple(sorted((k, v) for k, v in options.items() if k not in traced))
-    return Optax(factory, traced, fixed)
-
-
-def linear_solver_of(cfg: Mapping[str, Any]):
-    return _linear_solvers()[cfg["name"]](**{k: v for k, v in cfg.items() if k != "name"})
-
-
-def build_method(tree: Mapping[str, Any]):
-    """The method object of a validated config (``RunConfig.tree``): the only place where
-    the config's groups become solvers; the numerical core reads no config."""
-    from src.bilevel import NestedSolve
-    from src.hypergrad import Implicit, Unrolled
-    from src.inner import Exact, OptaxSolver
-
-    if "method" in tree:
-        return _single_loop(tree["method"], tree["batch_size"])
-    inner_cfg = tree["inner_solver"]
-    if inner_cfg["name"] in PROX_SOLVERS:
-        from src.inner import ProxGradient
-
-        inner = ProxGradient(
-            int(inner_cfg["steps"]),
-            inner_cfg.get("lr"),
-            inner_cfg.get("tol"),
-            bool(inner_cfg.get("warm_start", True)),
-            PROX_SOLVERS[inner_cfg["name"]],
-        )
-    elif inner_cfg["name"] == "exact":
-        inner = Exact(warm_start=bool(inner_cfg.get("warm_start", True)))
-    else:
-        options = {
-            k: v for k, v in inner_cfg.items() if k not in ("_target_", "name", "steps", "lr", "tol", "warm_start")
-        }
-        optimizer = optax_of(
-            locate(inner_cfg["_target_"], "inner_solver._target_"), {"learning_rate": inner_cfg.get("lr"), **options}
-        )
-        inner = OptaxSolver(
-            optimizer, int(inner_cfg["steps"]), inner_cfg.get("tol"), bool(inner_cfg.get("warm_start", True))
-        )
-    hg = tree["hypergrad"]
-    hypergrad = (
-        Unrolled(hg.get("truncate")) if hg["name"] == "unrolled" else Implicit(linear_solver_of(tree["linear_solver"]))
-    )
-    opt = tree["optimizer"]
-    factory = locate(opt["_target_"], "optimizer._target_")
-    outer = optax_of(factory, {k: v for k, v in opt.items() if k not in ("_target_", "name")})
-    return NestedSolve(inner, hypergrad, outer, tree["batch_size"])
-
-
-def _single_loop(node: Mapping[str, Any], batch_size: int | None):
-    import dataclasses
-
-    from src.stochastic import Schedule
-
-    cls = method_class(node)
-    schedule = Schedule(**{f.name: node[f.name] for f in dataclasses.fields(Schedule)})
-    own = {
-        f.name: node[f.name]
-        for f in dataclasses.fields(cls)
-        if f.name not in ("schedule", "batch_size") and f.name in node
-    }
-    return cls(schedule=schedule, batch_size=batch_size, **own)

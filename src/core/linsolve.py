@@ -1,6 +1,6 @@
 """Linear solvers for the implicit system ``H u = v``.
 
-A linear solver is a small frozen object (:mod:`src.frozen`) with one method,
+A linear solver is a small frozen object (:mod:`src.core.frozen`) with one method,
 ``solver.solve(matvec, b, x0, blocks=1) -> (x, LinsolveInfo)``, on flat vectors: ``CG(tol,
 maxiter)``, ``GMRES(tol, maxiter, restart)``, ``BiCGStab(tol, maxiter)``,
 ``Neumann(step_size, maxiter)``, ``Direct()``, ``Identity()``. ``H`` is only reached
@@ -34,9 +34,9 @@ import annotated_types as at
 import jax
 import jax.numpy as jnp
 
-from src.frozen import frozen, static
+from src.core.frozen import frozen, static
 
-Tol = Annotated[float, at.Ge(0)]  # the options' ranges, checked on a config by src.schemas
+Tol = Annotated[float, at.Ge(0)]  # the options' ranges, checked on a config by src.config.schemas
 Maxiter = Annotated[int, at.Ge(1)]
 
 

@@ -10,7 +10,7 @@ template's config with its own values applied by Hydra's own override code, and 
 Files are dumped with libyaml's emitter and OmegaConf's representers: byte-identical to
 ``OmegaConf.save`` (the tests compare both paths job for job).
 
-The jobs are then handed to the task function's ``run_sweep`` (see ``src.sweep``), which
+The jobs are then handed to the task function's ``run_sweep`` (see ``src.sweep.runner``), which
 validates, groups and runs them; one ``JobReturn`` per job comes back to Hydra.
 """
 
@@ -29,7 +29,7 @@ import yaml
 from hydra.core.utils import JobReturn, JobStatus, configure_log, setup_globals
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from src.files import atomic_write_text
+from src.sweep.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +238,7 @@ def launch_batched(launcher, job_overrides: Sequence[Sequence[str]], initial_job
     validated = check(entries, overwrite=launcher.overwrite) if check is not None else None
     validate_s = time.perf_counter() - t
     if not launcher.resume or launcher.overwrite:  # a fresh start: no batch resumes an old state
-        from src.checkpoints import remove_checkpoints
+        from src.sweep.checkpoints import remove_checkpoints
 
         remove_checkpoints(composer.sweep_dir)
     callbacks = launcher.hydra_context.callbacks
@@ -260,7 +260,7 @@ def launch_batched(launcher, job_overrides: Sequence[Sequence[str]], initial_job
         "hydra_files_s": hydra_files_s,
     }
     if launcher.executor == "local":
-        from src.programs import Programs
+        from src.sweep.programs import Programs
 
         launcher.programs = launcher.programs or Programs()  # kept across the launches of one multirun
         results = launcher.task_function.run_sweep(
@@ -275,7 +275,7 @@ def launch_batched(launcher, job_overrides: Sequence[Sequence[str]], initial_job
             checkpoint_every_s=launcher.checkpoint_every_s,
         )
     else:
-        from src.executors import run_on_submitit
+        from src.sweep.executors import run_on_submitit
 
         results = run_on_submitit(launcher, entries, validated, composer.sweep_dir, stats, initial_job_idx > 0)
     returns = []

@@ -1,6 +1,6 @@
 """The whole bilevel loop as one pure function: ``make_run(objective, steps) -> run(method, data, key)``.
 
-A *method* is a small frozen object (:mod:`src.frozen`) whose numeric options are traced
+A *method* is a small frozen object (:mod:`src.core.frozen`) whose numeric options are traced
 leaves, so ``jax.jit(jax.vmap(run))`` runs many jobs that differ only in numbers as one
 program. Its protocol is a step function over a state:
 
@@ -11,9 +11,9 @@ program. Its protocol is a step function over a state:
 * ``adjoint(evaluation)``: its estimate of ``v* = -H^{-1} d_w F``, or None;
 * optionally ``init_work(objective, data)``: the work ``init`` did.
 
-:class:`NestedSolve` is "solve the inner problem, solve the implicit system (or unroll),
-take an optimizer step on theta". The single-loop stochastic methods of
-:mod:`src.stochastic` (SOBA, SABA, ...), which move the inner variable, the linear
+:class:`src.core.nested.NestedSolve` is "solve the inner problem, solve the implicit system
+(or unroll), take an optimizer step on theta". The single-loop stochastic methods of
+:mod:`src.core.stochastic` (SOBA, SABA, ...), which move the inner variable, the linear
 system's variable and theta together on minibatches, are more implementations of the
 same functions.
 
@@ -40,56 +40,9 @@ import jax.numpy as jnp
 import optax
 from jax.flatten_util import ravel_pytree
 
-from src.frozen import frozen, static
-from src.hypergrad import Hypergrad, HypergradMethod, Implicit
-from src.inner import InnerSolver, Optax
-from src.objectives import Objective
-from src.reference import reference
-from src.sampling import Work, full_batch_work
-
-
-class State(NamedTuple):
-    """The state of :class:`NestedSolve`."""
-
-    theta: Any
-    w: Any  # where the next inner solve starts (the last solution, or w0 without warm starts)
-    opt_state: Any
-    u: Any  # the last solution of the implicit system (a linear solver's warm start)
-
-
-@frozen
-class NestedSolve:
-    """Solve the inner problem with ``inner``, take the hypergradient with ``hypergrad``,
-    one step of ``optimizer`` on theta. Full batch; ``batch_size`` only sets the unit in
-    which its oracle calls are counted (a full-batch call is ``n / batch_size`` calls)."""
-
-    inner: InnerSolver
-    hypergrad: HypergradMethod
-    optimizer: Optax
-    batch_size: int | None = static(None)
-
-    def init(self, objective: Objective, data, key) -> State:
-        del key  # every source of randomness is in the data; the key is for stochastic methods
-        theta0, w0 = data["theta0"], data["w0"]
-        u0 = jnp.zeros(ravel_pytree(w0)[0].shape, jnp.result_type(float))
-        return State(theta0, w0, self.optimizer.transformation().init(theta0), u0)
-
-    def evaluate(self, objective: Objective, state: State, data) -> Hypergrad:
-        r = self.hypergrad(objective, self.inner, state.theta, state.w, state.u, data)
-        implicit = isinstance(self.hypergrad, Implicit)
-        # grad_w G per inner iteration (reverse mode through them for unrolled), H u per
-        # linear-solver iteration and one cross product; one gradient of F
-        calls = r.inner.iterations + (r.linsolve.iterations + 1 if implicit else r.inner.iterations)
-        return r._replace(work=full_batch_work(objective, data, self.batch_size, calls, 1))
-
-    def update(self, objective: Objective, state: State, evaluation: Hypergrad, data) -> State:
-        updates, opt_state = self.optimizer.transformation().update(evaluation.grad, state.opt_state, state.theta)
-        w_next = evaluation.w if self.inner.warm_start else data["w0"]
-        return State(optax.apply_updates(state.theta, updates), w_next, opt_state, evaluation.u)
-
-    def adjoint(self, evaluation: Hypergrad):
-        """``v = -u`` (the implicit system's solution), where there is one."""
-        return -evaluation.u if isinstance(self.hypergrad, Implicit) else None
+from src.core.objective import Objective
+from src.core.reference import reference
+from src.core.sampling import Work
 
 
 class Carry(NamedTuple):
@@ -141,7 +94,7 @@ def make_stepper(objective: Objective, steps: int, newton_steps: int | None = No
     Every row has the step's own figures (the hypergradient's norm, the solvers'
     diagnostics, cumulative oracle calls); rows ``0, eval_every, 2 eval_every, ...`` and
     the last also have the *evaluation* columns, which cost full-batch passes: the losses,
-    the objective's metrics and, where a reference exists (:mod:`src.reference`; a closed
+    the objective's metrics and, where a reference exists (:mod:`src.core.reference`; a closed
     form, or ``newton_steps`` Newton steps), ``hypergrad_error`` = ||g_t - grad h(theta_t)|| /
     ||grad h(theta_t)||, the relative error of the direction ``g_t`` that the outer step takes
     (for a single-loop method, its minibatch or SAGA estimate at ``(z_t, v_t)``: it stays of
