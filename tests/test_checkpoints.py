@@ -1,4 +1,4 @@
-"""Mid-batch checkpoints (src/checkpoints.py): a batch run in chunks and stopped part-way
+"""Mid-batch checkpoints (src/sweep/checkpoints.py): a batch run in chunks and stopped part-way
 goes on from its last chunk boundary, and ends bit for bit where an uninterrupted run does."""
 
 from __future__ import annotations

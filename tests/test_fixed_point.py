@@ -1,4 +1,4 @@
-"""Fixed-point implicit differentiation (composite inner problems, src/hypergrad.py
+"""Fixed-point implicit differentiation (composite inner problems, src/core/hypergrad.py
 ``optimality``): the lasso and the elastic net against finite differences of the solved
 problem, jaxopt's ProximalGradient with implicit differentiation, unrolled FISTA, and the
 active-set closed form."""

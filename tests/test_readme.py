@@ -14,6 +14,7 @@ from tests.conftest import ROOT, cli
 from tests.test_studies import EXPECTED_JOBS, REDUCED
 
 README = ROOT / "README.md"
+PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]  # the front door and the docs pages
 NEEDS_A_CLUSTER = ("executor=submitit_slurm", "+cluster=")  # the SLURM section's commands
 SHRUNK_OPTUNA = ["hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2"]
 
@@ -23,7 +24,7 @@ def readme_commands(on_a_cluster: bool = False) -> list[list[str]]:
     trailing ``  # comments`` dropped), then inline code spans with arguments. Not run:
     the SLURM section's (they need a cluster: ``on_a_cluster=True`` returns those, which
     tests/test_slurm.py runs) and templates with a ``<placeholder>``."""
-    text = README.read_text()
+    text = "\n".join(page.read_text() for page in PAGES)
     found, lines, fenced, i = [], text.splitlines(), False, 0
     while i < len(lines):
         raw = lines[i]
@@ -62,8 +63,11 @@ def test_the_readme_shows_runs_and_aggregations():
 
 
 def shown_figures() -> list[str]:
-    """The figures README.md shows (``![...](docs/NAME.png)``)."""
-    return re.findall(r"\]\(docs/([\w.\-]+\.png)\)", README.read_text())
+    """The figures README.md (``![...](docs/NAME.png)``) and the docs pages (``![...](NAME.png)``) show."""
+    shown = re.findall(r"\]\(docs/([\w.\-]+\.png)\)", README.read_text())
+    for page in PAGES[1:]:
+        shown += re.findall(r"\]\(([\w.\-]+\.png)\)", page.read_text())
+    return list(dict.fromkeys(shown))
 
 
 def drawn_by(args: list[str]) -> tuple[set[str], str | None]:
@@ -110,10 +114,26 @@ def test_every_readme_command_works_as_shown(tmp_path):
         assert (tmp_path / "docs" / name).exists(), name
 
 
-def test_the_readme_python_example_reproduces_the_seed(seed_trajectory, capsys):
-    """The README's "From Python" block, run as written: theta_100 of the seed notebook."""
-    block = re.search(r"### From Python.*?```python\n(.*?)```", README.read_text(), re.S).group(1)
-    exec(compile(block, "README.md", "exec"), {})  # noqa: S102 - the README's own example
+def test_the_docs_python_example_reproduces_the_seed(seed_trajectory, capsys):
+    """docs/extending.md's "From Python" block, run as written: theta_100 of the seed notebook."""
+    page = ROOT / "docs" / "extending.md"
+    block = re.search(r"## From Python.*?```python\n(.*?)```", page.read_text(), re.S).group(1)
+    exec(compile(block, str(page), "exec"), {})  # noqa: S102 - the docs' own example
     printed = capsys.readouterr().out
     value = float(re.search(r"theta_100 = (\S+)", printed).group(1))
     assert value == pytest.approx(seed_trajectory["theta"].iloc[-1], abs=5e-8)
+
+
+def test_every_relative_link_and_image_resolves():
+    """In README.md and every docs page: ``[text](path)`` and ``![alt](path)`` that are not
+    web addresses name a file or folder that exists (an anchor after ``#`` is not checked)."""
+    broken = []
+    for page in PAGES:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if re.match(r"^[a-z]+://", target) or target.startswith("#"):
+                continue
+            path = (page.parent / target.split("#")[0]).resolve()
+            if not path.exists():
+                broken.append(f"{page.relative_to(ROOT)}: {target}")
+    assert not broken, broken
+    assert len(PAGES) >= 10 and len(README.read_text().splitlines()) <= 300

@@ -1,4 +1,4 @@
-"""Single-loop stochastic methods (src/stochastic.py) and minibatches (src/sampling.py):
+"""Single-loop stochastic methods (src/core/stochastic.py) and minibatches (src/core/sampling.py):
 full-batch runs against the formulas written as plain Python loops, determinism and the
 batched-launcher guarantee with minibatches, and variance reduction on quadratic_sum."""
 
