@@ -30,17 +30,16 @@ def _with_lr(method, lr):
 
 def test_scanned_run_equals_a_host_loop_over_the_same_steps():
     """The compiled run (one lax.scan) against a second implementation: a Python loop that
-    calls the method's evaluate and update once per outer step."""
+    calls the method's step once per outer step."""
     run_cfg, objective, method, data, key = _inputs("outer_steps=20")
     result = jax.jit(make_run(objective, 20))(method, data, key)
-    evaluate = jax.jit(lambda state: method.evaluate(objective, state, data))
-    update = jax.jit(lambda state, ev: method.update(objective, state, ev, data))
+    step = jax.jit(lambda state: method.step(objective, state, data))
     state, thetas, losses = method.init(objective, data, key), [], []
     for _ in range(21):
-        ev = evaluate(state)
+        moved, report = step(state)
         thetas.append(state.theta)
-        losses.append(objective.outer_loss(ev.w, state.theta, data))
-        state = update(state, ev)
+        losses.append(objective.outer_loss(report.w, state.theta, data))
+        state = moved
     np.testing.assert_allclose(result.metrics["theta"], np.asarray(thetas), rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(result.metrics["outer_loss"], np.asarray(losses), rtol=1e-5, atol=1e-7)
 

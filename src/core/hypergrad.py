@@ -31,8 +31,9 @@ from jax.flatten_util import ravel_pytree
 
 from src.core.frozen import frozen, static
 from src.core.inner import InnerInfo
-from src.core.linsolve import LinearSolver, LinsolveInfo
+from src.core.linsolve import LinsolveInfo
 from src.core.objective import Objective
+from src.core.protocol import LinearSolver
 
 
 class Hypergrad(NamedTuple):
@@ -41,8 +42,6 @@ class Hypergrad(NamedTuple):
     u: Any  # flat solution of the implicit system (zeros for unrolled)
     inner: InnerInfo
     linsolve: LinsolveInfo
-    work: Any = None  # oracle calls and samples this evaluation cost (src.core.sampling.Work)
-    aux: Any = None  # what a method's update needs beyond this (a single-loop method's step)
 
 
 def optimality(objective: Objective, unravel, data):
@@ -105,7 +104,6 @@ class Unrolled:
         return Hypergrad(w, hg, u0, InnerInfo(jnp.asarray(inner.steps, jnp.int32), grad_norm), lin_info)
 
 
-HypergradMethod = Implicit | Unrolled
 
 
 def exact_hypergrad(objective: Objective, theta, data):

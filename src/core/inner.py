@@ -195,4 +195,3 @@ class ProxGradient:
         return _truncated(step, self._start(w0), self.steps, truncate)[0]
 
 
-InnerSolver = OptaxSolver | Exact | ProxGradient

@@ -256,4 +256,3 @@ class Identity(Direct):
         return _info(matvec, b, *_identity(matvec, b, x0))
 
 
-LinearSolver = CG | GMRES | BiCGStab | Neumann | Direct | Identity

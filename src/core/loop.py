@@ -2,20 +2,13 @@
 
 A *method* is a small frozen object (:mod:`src.core.frozen`) whose numeric options are traced
 leaves, so ``jax.jit(jax.vmap(run))`` runs many jobs that differ only in numbers as one
-program. Its protocol is a step function over a state:
-
-* ``init(objective, data, key) -> state`` (a NamedTuple with ``theta``);
-* ``evaluate(objective, state, data) -> Hypergrad``: the inner solution and the
-  hypergradient at ``state.theta`` (with their diagnostics and the oracle work they cost);
-* ``update(objective, state, evaluation, data) -> state``: one step of the algorithm;
-* ``adjoint(evaluation)``: its estimate of ``v* = -H^{-1} d_w F``, or None;
-* optionally ``init_work(objective, data)``: the work ``init`` did.
-
-:class:`src.core.nested.NestedSolve` is "solve the inner problem, solve the implicit system
-(or unroll), take an optimizer step on theta". The single-loop stochastic methods of
-:mod:`src.core.stochastic` (SOBA, SABA, ...), which move the inner variable, the linear
-system's variable and theta together on minibatches, are more implementations of the
-same functions.
+program. Its protocol (:class:`src.core.protocol.Method`) is a step function over a state:
+``init(objective, data, key) -> state`` and ``step(objective, state, data) -> (state,
+report)``, the report carrying the row's figures; ``initial_work`` and ``freeze`` say what
+``init`` cost and what stops moving when a run diverges. The loop knows nothing else of a
+method: :class:`src.core.nested.NestedSolve` ("solve the inner problem, solve the implicit
+system or unroll, take an optimizer step on theta") and the single-loop stochastic methods
+of :mod:`src.core.stochastic` (SOBA, SABA, ...) are implementations of it.
 
 Row ``t`` of the returned metrics describes ``theta_t``: the inner solution there (warm
 started from the previous one), the losses, metrics and hypergradient at it, and the
@@ -73,16 +66,6 @@ def _finite(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
 
 
-def _freeze(keep, moved, state):
-    """``moved`` where ``keep``, else ``state``: a diverged run stops moving. A state's
-    ``memory`` (SABA's tables of past gradients) is exempt: selecting it would copy the
-    tables every step, and nothing is read from it once the iterates are frozen."""
-    if hasattr(state, "memory") and state.memory is not None:
-        frozen_part = _freeze(keep, moved._replace(memory=None), state._replace(memory=None))
-        return frozen_part._replace(memory=moved.memory)
-    return jax.tree.map(lambda a, b: jnp.where(keep, a, b), moved, state)
-
-
 def _sq_norm(a, b) -> jax.Array:
     return jnp.sum((ravel_pytree(a)[0] - ravel_pytree(b)[0]) ** 2)
 
@@ -122,16 +105,16 @@ def make_stepper(objective: Objective, steps: int, newton_steps: int | None = No
             out["grad_h_sq"] = optax.tree.norm(ref.grad, squared=True)
             out["h_value"] = ref.value
             out["inner_gap_sq"] = _sq_norm(r.w, ref.w)
-            v = method.adjoint(r)
-            if v is not None:
-                out["v_gap_sq"] = _sq_norm(v, ref.v)
+            if r.v is not None:
+                out["v_gap_sq"] = _sq_norm(r.v, ref.v)
         if objective.metrics is not None:
             out.update(objective.metrics(r.w, theta, data))
         dtype = jnp.result_type(float)
         return {k: jnp.asarray(v, dtype) for k, v in out.items()}
 
     def evaluate(method, carry: Carry, data, full: bool):
-        r = method.evaluate(objective, carry.state, data)
+        """The step from ``carry``'s state: the moved state, the report and the row of ``theta_t``."""
+        moved, r = method.step(objective, carry.state, data)
         theta = carry.state.theta
         row = {
             "hypergrad_norm": optax.tree.norm(r.grad),
@@ -150,11 +133,11 @@ def make_stepper(objective: Objective, steps: int, newton_steps: int | None = No
         row.update(columns)
         checked = (r.grad, r.w, theta, columns["outer_loss"]) if full else (r.grad, r.w, theta)
         diverged = jnp.where((carry.diverged < 0) & ~_finite(checked), carry.t, carry.diverged)
-        return r, row, diverged
+        return moved, r, row, diverged
 
     def init(method, data, key) -> Carry:
         i32 = lambda x: jnp.asarray(x, jnp.int32)
-        work = method.init_work(objective, data) if hasattr(method, "init_work") else Work.zero()
+        work = method.initial_work(objective, data)
         return Carry(method.init(objective, data, key), i32(-1), i32(0), work, key)
 
     def at(data, c: Carry):
@@ -165,9 +148,8 @@ def make_stepper(objective: Objective, steps: int, newton_steps: int | None = No
 
     def step(method, data, c: Carry, full: bool):
         data = at(data, c)
-        r, row, diverged = evaluate(method, c, data, full)
-        moved = method.update(objective, c.state, r, data)
-        state = _freeze(diverged < 0, moved, c.state)
+        moved, r, row, diverged = evaluate(method, c, data, full)
+        state = method.freeze(diverged < 0, moved, c.state)
         work = jax.tree.map(lambda a, b: jnp.where(diverged < 0, a + b, a), c.work, r.work)
         return Carry(state, diverged, c.t + 1, work, c.key), row
 
@@ -209,7 +191,7 @@ def make_stepper(objective: Objective, steps: int, newton_steps: int | None = No
         return carry, jax.tree.map(lambda *xs: jnp.concatenate(xs), *segments)
 
     def finish(carry: Carry, method, data) -> Result:
-        r, row, diverged = evaluate(method, carry, at(data, carry), True)
+        _, r, row, diverged = evaluate(method, carry, at(data, carry), True)  # theta_T: reported, not moved
         row = jax.tree.map(lambda x: jnp.asarray(x)[None], row)
         return Result(row, carry.state.theta, r.w, diverged)
 

@@ -11,7 +11,7 @@ Notation: ``z`` is the inner variable (``w`` elsewhere), ``x`` the outer one (``
 ``B``, ``B'`` are independent minibatches of the inner and outer sums (:mod:`src.core.sampling`,
 one sampler each, their state in the scan carry; ``batch_size=None``: full batch, and
 every method is deterministic). Each method is one more implementation of the protocol
-of :mod:`src.core.loop`: ``evaluate`` draws the minibatches and computes the step at
+of :mod:`src.core.protocol`: ``step`` draws the minibatches and computes the step at
 ``(z_t, v_t, x_t)``, ``update`` applies it.
 
 * SOBA: ``z -= rho grad_z g_B``, ``v -= rho (H_B v + grad_z f_B')``,
@@ -37,10 +37,10 @@ import jax.numpy as jnp
 import optax
 
 from src.core.frozen import frozen, static
-from src.core.hypergrad import Hypergrad
 from src.core.inner import InnerInfo
 from src.core.linsolve import LinsolveInfo
 from src.core.objective import Objective
+from src.core.protocol import MethodBase, Report
 from src.core.sampling import Batch, Sampler, SamplerState, Work, sizes, view
 
 Positive = Annotated[float, at.Gt(0)]
@@ -130,7 +130,7 @@ class Schedule:
         return self.step_size / t1**self.inner_decay, self.step_size / self.outer_ratio / t1**self.outer_decay
 
 
-class _SingleLoop:
+class _SingleLoop(MethodBase):
     """What the single-loop methods share: init, samplers, the update, the protocol's extras."""
 
     name: ClassVar[str]
@@ -154,15 +154,9 @@ class _SingleLoop:
             o.outer.init(k_out),
         )
 
-    def adjoint(self, evaluation: Hypergrad):
-        return evaluation.u if self.has_v else None
-
-    def result(self, state: State, dx, info_z, info_v, work: Work, aux) -> Hypergrad:
-        """The row's view of a step: ``w = z_t``, ``grad`` = the outer direction, ``u = v_t``."""
-        return Hypergrad(state.z, dx, state.v, info_z, info_v, work, aux)
-
-    def update(self, objective: Objective, state: State, evaluation: Hypergrad, data) -> State:
-        return evaluation.aux
+    def report(self, state: State, dx, info_z, info_v, work: Work) -> Report:
+        """The row of ``theta_t``: ``w = z_t``, ``grad`` = the outer direction, ``v = v_t``."""
+        return Report(state.z, dx, state.v if self.has_v else None, info_z, info_v, work)
 
 
 def _info(iterations, norm) -> InnerInfo:
@@ -192,7 +186,7 @@ class SOBA(_SingleLoop):
         """The directions the step takes (SOBA: the minibatch oracles themselves)."""
         return d, s
 
-    def evaluate(self, objective: Objective, s: State, data) -> Hypergrad:
+    def step(self, objective: Objective, s: State, data) -> tuple[State, Report]:
         o = self.oracles(objective, data)
         d, (b_in, b_out), s2 = self.directions(o, s)
         (gz, hv, jv, fz, fx), s2 = self.estimate(s2, d, b_in, b_out)
@@ -200,7 +194,7 @@ class SOBA(_SingleLoop):
         dv, dx = add(hv, fz), add(jv, fx)
         moved = s2._replace(theta=axpy(gamma, dx, s.theta), z=axpy(rho, gz, s.z), v=axpy(rho, dv, s.v), t=s.t + 1)
         work = o.work([b_in] * 3, [b_out])
-        return self.result(s, dx, _info(1, optax.tree.norm(gz)), _lin(1, optax.tree.norm(dv)), work, moved)
+        return moved, self.report(s, dx, _info(1, optax.tree.norm(gz)), _lin(1, optax.tree.norm(dv)), work)
 
 
 def _saga(g, table, average, batch: Batch):
@@ -233,6 +227,12 @@ class SABA(SOBA):
         )
         averages = tmap(lambda t: jnp.zeros(t.shape[1:], t.dtype), tables)
         return s._replace(memory=(tables, averages))
+
+    def freeze(self, keep, moved: State, state: State) -> State:
+        """The iterates freeze on divergence, the SAGA tables do not: selecting them would
+        copy the tables every step, and nothing reads them once the iterates are frozen."""
+        frozen_part = super().freeze(keep, moved._replace(memory=None), state._replace(memory=None))
+        return frozen_part._replace(memory=moved.memory)
 
     def estimate(self, s: State, d, b_in: Batch, b_out: Batch):
         tables, averages = s.memory
@@ -267,7 +267,7 @@ class _InnerLoop(_SingleLoop):
         z, inner, _ = _sgd_inner(o, s.z, s.theta, s.inner, rho, self.n_inner_steps)
         return s._replace(z=z, inner=inner)
 
-    def init_work(self, objective: Objective, data) -> Work:
+    def initial_work(self, objective: Objective, data) -> Work:
         o = self.oracles(objective, data)
         share = min(o.inner.size, o.inner.n)  # the samples of a full-sized batch
         dtype = jnp.result_type(float)
@@ -283,7 +283,7 @@ class _InnerLoop(_SingleLoop):
         the minibatches it drew (stacked)."""
         raise NotImplementedError
 
-    def evaluate(self, objective: Objective, s: State, data) -> Hypergrad:
+    def step(self, objective: Objective, s: State, data) -> tuple[State, Report]:
         o = self.oracles(objective, data)
         rho, gamma = self.schedule.at(s.t)
         b_out, outer = o.outer.next(s.outer)
@@ -304,7 +304,7 @@ class _InnerLoop(_SingleLoop):
             jnp.zeros((), dtype),
         )
         nan = jnp.asarray(jnp.nan, dtype)  # no diagnostics that would cost oracle calls of their own
-        return self.result(s, dx, _info(self.n_inner_steps, nan), _lin(v_calls, nan), work, moved)
+        return moved, self.report(s, dx, _info(self.n_inner_steps, nan), _lin(v_calls, nan), work)
 
 
 @frozen
@@ -363,7 +363,7 @@ class F2SA(_SingleLoop):
         s = super().init(objective, data, key)
         return s._replace(extra=(s.z, jnp.asarray(self.lmbda0, jnp.result_type(float))))
 
-    def evaluate(self, objective: Objective, s: State, data) -> Hypergrad:
+    def step(self, objective: Objective, s: State, data) -> tuple[State, Report]:
         o = self.oracles(objective, data)
         rho, gamma = self.schedule.at(s.t)
         y, lmbda = s.extra
@@ -399,7 +399,7 @@ class F2SA(_SingleLoop):
             jnp.asarray(2 * k, dtype), jnp.asarray(k, dtype), jnp.sum(w_in) * o.inner.n, jnp.sum(w_out) * o.outer.n
         )
         nan = jnp.asarray(jnp.nan, dtype)
-        return self.result(s, dx, _info(k, nan), _lin(0, nan), work, moved)
+        return moved, self.report(s, dx, _info(k, nan), _lin(0, nan), work)
 
 
 METHODS: dict[str, type] = {m.name: m for m in (SOBA, SABA, AmIGO, StocBiO, F2SA)}
