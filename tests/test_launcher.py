@@ -60,7 +60,10 @@ def _compare_metrics(a_dir, b_dir, rtol, atol=0.0, precision="float32"):
         x, y = a[col].astype(float), b[col].astype(float)
         if col in CUMULATIVE and "linsolve_iterations" in FLOOR[precision]:
             x, y, col = x.diff().fillna(0), y.diff().fillna(0), "linsolve_iterations"
-        if col in FLOOR[precision]:
+        if col == "hypergrad_abs_error":  # hypergrad_error's floor, in units of ||grad h||
+            size = float(np.nanmax(y / b["hypergrad_error"].astype(float)))  # ||grad h|| = abs / relative
+            np.testing.assert_allclose(x, y, rtol=0, atol=FLOOR[precision]["hypergrad_error"] * size, err_msg=col)
+        elif col in FLOOR[precision]:
             np.testing.assert_allclose(x, y, rtol=0, atol=FLOOR[precision][col], err_msg=col)
         else:  # atol: relative to the column's scale, for values that pass near zero
             scale = float(np.nanmax(np.abs(y))) if len(y) and np.isfinite(y).any() else 0.0
