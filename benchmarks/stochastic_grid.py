@@ -67,7 +67,7 @@ def sequential(steps: int) -> dict[str, float]:
 
     from src.config import build_method, objective_of, validate
     from src.core.loop import make_run
-    from src.sweep.batching import _cast
+    from src.sweep.batching import cast
     from tests.conftest import compose
 
     out = {"fresh_jit_s": 0.0, "reused_s": 0.0, "compile_once_s": 0.0}
@@ -76,7 +76,7 @@ def sequential(steps: int) -> dict[str, float]:
         objective = objective_of(runs[0].static)
         from src.sweep.plan import job_data
 
-        data = {k: _cast(v, jax.numpy.float32) for k, v in job_data(runs[0]).items()}
+        data = {k: cast(v, jax.numpy.float32) for k, v in job_data(runs[0]).items()}
         run = make_run(objective, steps, None, 100)
         # every job its own jit: a new function object, so nothing is shared
         t = time.perf_counter()
@@ -102,14 +102,14 @@ def memory(steps: int) -> tuple[float, float]:
 
     from src.config import build_method, objective_of, validate
     from src.core.loop import make_run
-    from src.sweep.batching import _cast, _stack_shared
+    from src.sweep.batching import cast, stack_shared
     from src.sweep.plan import Job, job_data
     from tests.conftest import compose
 
     runs = [validate(compose(*common(steps), *job)) for job in grid("saba")]
     objective = objective_of(runs[0].static)
     run = make_run(objective, steps, None, 100)
-    data = {k: _cast(v, jax.numpy.float32) for k, v in job_data(runs[0]).items()}
+    data = {k: cast(v, jax.numpy.float32) for k, v in job_data(runs[0]).items()}
 
     def size(compiled) -> float:
         m = compiled.memory_analysis()
@@ -117,7 +117,7 @@ def memory(steps: int) -> tuple[float, float]:
 
     one = size(jax.jit(run).lower(build_method(runs[0].tree), data, jax.random.key(0)).compile())
     jobs = [Job(r, Path("/nonexistent")) for r in runs]
-    dynamic, keys = _stack_shared(jobs, [list(range(len(jobs)))], jax.numpy.float32)
+    dynamic, keys = stack_shared(jobs, [list(range(len(jobs)))], jax.numpy.float32)
     fn = jax.vmap(jax.vmap(lambda d, k: run(d["method"], d["data"], k), in_axes=({"method": 0, "data": None}, 0)))
     batched = size(jax.jit(fn).lower(dynamic, keys).compile())
     return one, batched / len(jobs)

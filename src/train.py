@@ -30,7 +30,7 @@ def train(cfg: DictConfig | dict, out_dir: str | Path, overrides=()) -> dict:
     from src.report.progress import step_progress
     from src.report.wandb_runs import WandbWriter
     from src.sweep.batching import run_batch
-    from src.sweep.plan import Job, job_data
+    from src.sweep.plan import Job, job_data, release_data
     from src.sweep.programs import enable_compilation_cache
 
     run = validate(cfg)  # before any work
@@ -48,6 +48,7 @@ def train(cfg: DictConfig | dict, out_dir: str | Path, overrides=()) -> dict:
             (summary,) = run_batch([job], on_steps=advance, writer=writer)
     finally:
         writer.close()
+        release_data()
     return summary
 
 

@@ -279,21 +279,22 @@ def test_a_wrapped_handler_that_returns_does_not_stop_the_sweep():
 
     previous = signal.signal(signal.SIGUSR1, returns)
     try:
-        with interrupts.recorded_signals(stop=(), wrap=(signal.SIGUSR1,)):
+        with interrupts.recorded_signals(stop=(), wrap=(signal.SIGUSR1,)) as stops:
             os.kill(os.getpid(), signal.SIGUSR1)
             time.sleep(0.01)
-            interrupts.check()  # nothing to raise
+            stops.check()  # nothing to raise
             assert calls == [signal.SIGUSR1] and signal.getsignal(signal.SIGUSR1) is not returns
         assert signal.getsignal(signal.SIGUSR1) is returns
         signal.signal(signal.SIGUSR1, raises)
-        with pytest.raises(SystemExit), interrupts.recorded_signals(stop=(), wrap=(signal.SIGUSR1,)):
+        with pytest.raises(SystemExit), interrupts.recorded_signals(stop=(), wrap=(signal.SIGUSR1,)) as stops:
             try:
                 os.kill(os.getpid(), signal.SIGUSR1)
                 time.sleep(0.01)
             except SystemExit:
                 pass  # what a library that swallows it does
-            interrupts.check()
-        interrupts.check()  # the block is over: nothing is left pending
+            stops.check()
+        with interrupts.recorded_signals(stop=(), wrap=(signal.SIGUSR1,)) as fresh:
+            fresh.check()  # a new sweep's record: nothing is left pending from the last
         assert signal.getsignal(signal.SIGUSR1) is raises
     finally:
         signal.signal(signal.SIGUSR1, previous)

@@ -104,8 +104,6 @@ class Unrolled:
         return Hypergrad(w, hg, u0, InnerInfo(jnp.asarray(inner.steps, jnp.int32), grad_norm), lin_info)
 
 
-
-
 def exact_hypergrad(objective: Objective, theta, data):
     """Closed-form hypergradient, or autodiff through the closed-form inner solution."""
     if objective.hypergrad is not None:

@@ -193,5 +193,3 @@ class ProxGradient:
         size = prox_stepsize(objective, theta, data, self.lr)
         step = lambda s: self._iterate(objective, s, theta, data, size)
         return _truncated(step, self._start(w0), self.steps, truncate)[0]
-
-

@@ -21,7 +21,7 @@ stop on the conventional ``||H x - b|| <= tol ||b||``, as jax.scipy and the seed
 
 Each solver returns ``(x, iterations, converged, residual)``: the Krylov methods the
 residual norm their recurrence tracks (CG and BiCGSTAB: the updated residual vector,
-GMRES: the true residual after each cycle), the others ``None``, which :func:`solve`
+GMRES: the true residual after each cycle), the others ``None``, which :func:`_info`
 replaces by ``||H x - b||`` at one extra matvec.
 """
 
@@ -196,9 +196,8 @@ class CG(_Krylov):
     """Conjugate gradients; ``H`` symmetric positive definite."""
 
     symmetric_only: ClassVar[bool] = True
-    algorithm: ClassVar[Callable] = staticmethod(_cg)
 
-    def solve(self, matvec: Matvec, b, x0, blocks: int = 1):
+    def solve(self, matvec: Matvec, b, x0, blocks: int = 1):  # CG alone solves block by block
         return _info(matvec, b, *_cg(matvec, b, x0, tol=self.tol, maxiter=self.maxiter, blocks=blocks))
 
 
@@ -254,5 +253,3 @@ class Identity(Direct):
 
     def solve(self, matvec: Matvec, b, x0, blocks: int = 1):
         return _info(matvec, b, *_identity(matvec, b, x0))
-
-

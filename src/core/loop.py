@@ -24,7 +24,6 @@ For progress between chunks, :func:`make_stepper` exposes the same loop as
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -70,7 +69,6 @@ def _sq_norm(a, b) -> jax.Array:
     return jnp.sum((ravel_pytree(a)[0] - ravel_pytree(b)[0]) ** 2)
 
 
-@functools.lru_cache(maxsize=256)
 def make_stepper(objective: Objective, steps: int, newton_steps: int | None = None, eval_every: int = 1) -> Stepper:
     """The loop of ``steps`` outer steps on ``objective``.
 

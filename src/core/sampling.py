@@ -14,8 +14,8 @@ contiguous block of ``size`` rows starting at a *traced* index, cut with
   cut as the last ``size`` rows with the rows of the batch before it weighted 0 (no
   padding, one shape).
 
-``samples_weight(...)``: a batch's share of the whole sum (``size / n``, smaller for the
-last batch), as SAGA's running averages need (benchmark_bilevel's ``MinibatchSampler``).
+``Batch.weight``: a batch's share of the whole sum (``size / n``, smaller for the last
+batch), as SAGA's running averages need (benchmark_bilevel's ``MinibatchSampler``).
 """
 
 from __future__ import annotations

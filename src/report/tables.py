@@ -215,7 +215,7 @@ def summarize(
     table = table.reindex(status.size().index)
     table["jobs"] = status.size()
     table["diverged"] = status.apply(lambda s: int((s == "diverged").sum()))
-    table["failed"] = status.apply(lambda s: int(s.isin(["failed", "running"]).sum()))
+    table["failed"] = status.apply(lambda s: int((s == "failed").sum()))
     table["unreadable"] = status.apply(lambda s: int((s == "unreadable").sum()))
     for m in metrics:
         table[f"{m}_count"] = table[f"{m}_count"].fillna(0).astype(int)

@@ -31,7 +31,7 @@ def precision_context(precision: str):
     return jax.enable_x64(True) if precision == "float64" else contextlib.nullcontext()
 
 
-def _cast(x: np.ndarray, dtype):
+def cast(x: np.ndarray, dtype):
     import jax.numpy as jnp
 
     return jnp.asarray(x, dtype) if np.issubdtype(x.dtype, np.floating) else jnp.asarray(x)
@@ -46,7 +46,7 @@ def _stack_methods(grid: list[list[RunConfig]], dtype, pick=lambda x: x):
     treedef = flat[0][0][1]
     assert all(t == treedef for row in flat for _, t in row), "a batch needs one method structure"
     leaves = [
-        _cast(pick(np.asarray([[leaves[k] for leaves, _ in row] for row in flat], np.float64)), dtype)
+        cast(pick(np.asarray([[leaves[k] for leaves, _ in row] for row in flat], np.float64)), dtype)
         for k in range(treedef.num_leaves)
     ]
     return treedef.unflatten(leaves)
@@ -59,7 +59,7 @@ def _stack(jobs: Sequence[Job], dtype) -> tuple[dict, Any]:
 
     method = _stack_methods([[j.run for j in jobs]], dtype, lambda x: x[0])
     datas = [job_data(j.run) for j in jobs]
-    data = {k: _cast(np.stack([d[k] for d in datas]), dtype) for k in datas[0]}
+    data = {k: cast(np.stack([d[k] for d in datas]), dtype) for k in datas[0]}
     seeds = jnp.asarray([j.run.seed for j in jobs], jnp.uint32)
     return {"method": method, "data": data}, jax.vmap(jax.random.key)(seeds)
 
@@ -79,14 +79,14 @@ def _shared_layout(jobs: Sequence[Job], shape: tuple[int, int]) -> tuple[list[li
     return rows + [rows[-1]] * (d - len(rows)), where
 
 
-def _stack_shared(jobs: Sequence[Job], grid: list[list[int]], dtype) -> tuple[dict, Any]:
+def stack_shared(jobs: Sequence[Job], grid: list[list[int]], dtype) -> tuple[dict, Any]:
     """Shared layout: the method's leaves and the keys are (datasets, M); each dataset's data is stored once."""
     import jax
     import jax.numpy as jnp
 
     method = _stack_methods([[jobs[i].run for i in row] for row in grid], dtype)
     datas = [job_data(jobs[row[0]].run) for row in grid]
-    data = {k: _cast(np.stack([d[k] for d in datas]), dtype) for k in datas[0]}
+    data = {k: cast(np.stack([d[k] for d in datas]), dtype) for k in datas[0]}
     seeds = jnp.asarray([[jobs[i].run.seed for i in row] for row in grid], jnp.uint32)
     return {"method": method, "data": data}, jax.vmap(jax.vmap(jax.random.key))(seeds)
 
@@ -130,6 +130,7 @@ def run_batch(
     clock: Clock | None = None,
     checkpoints: bool = False,
     checkpoint_every_s: float | None = None,
+    stops: interrupts.Stops | None = None,
 ) -> list[dict]:
     """Run jobs with one static config as one vmapped program; write and return summaries.
 
@@ -141,6 +142,7 @@ def run_batch(
     time of each phase. ``checkpoints``: a chunked batch saves its state at chunk boundaries
     when stopped and every ``checkpoint_every_s`` seconds, and an attempt that finds its
     checkpoint resumes from it (:mod:`src.sweep.checkpoints`)."""
+    stops = stops or interrupts.Stops()  # the sweep's: a stop whose exception was dropped
     import jax
 
     from src.core.loop import make_run, make_stepper
@@ -158,7 +160,7 @@ def run_batch(
         with clock.timed("data_s"):
             if shared:
                 grid, where = _shared_layout(jobs, shape or batch_shape(jobs))
-                dynamic, keys = _stack_shared(jobs, grid, dtype)
+                dynamic, keys = stack_shared(jobs, grid, dtype)
                 vmap = _vmap_shared
             else:
                 dynamic, keys = _stack(jobs, dtype)
@@ -191,7 +193,7 @@ def run_batch(
                 on_steps(steps)
         else:
             result, compile_s, run_s = _run_chunked(
-                programs, static, stepper, dynamic, keys, chunk, on_steps, vmap, checkpoint
+                programs, static, stepper, dynamic, keys, chunk, on_steps, vmap, checkpoint, stops
             )
         if shared:  # back from the (datasets, M) grid to one entry per job
             result = jax.tree.map(lambda x: np.asarray(x)[where[:, 0], where[:, 1]], result)
@@ -203,7 +205,7 @@ def run_batch(
     summaries = []
     with clock.timed("write_s"):
         for i, job in enumerate(jobs):
-            interrupts.check()  # a stop whose exception was dropped: no more files (src.sweep.interrupts)
+            stops.check()  # a stop whose exception was dropped: no more files (src.sweep.interrupts)
             info = {"size": size, "index": i, "run_s": run_s, "compile_s": compile_s, **(batch_info or {})}
             member = jax.tree.map(lambda x, i=i: x[i], result)
             resumed = None  # (write_job's default: one attempt, from step 0)
@@ -224,10 +226,13 @@ def _on_dynamic(stepper):
     )
 
 
-def _run_chunked(programs: Programs, static, stepper, dynamic, keys, chunk: int, on_steps, vmap, checkpoint=None):
+def _run_chunked(
+    programs: Programs, static, stepper, dynamic, keys, chunk: int, on_steps, vmap, checkpoint=None, stops=None
+):
     """The same loop in chunks of ``chunk`` outer steps, with progress between chunks; with a
     ``checkpoint`` (:class:`src.sweep.checkpoints.BatchCheckpoint`), resumed from it and saved at
     chunk boundaries (periodically, and when a stop ends the loop)."""
+    stops = stops or interrupts.Stops()
     import jax
     import jax.numpy as jnp
 
@@ -263,7 +268,7 @@ def _run_chunked(programs: Programs, static, stepper, dynamic, keys, chunk: int,
             n, phase = shapes[k]
             new_carry, chunk_rows = advance[n, phase](progress[1], dynamic)
             progress = (k + 1, new_carry, (*progress[2], wait_ready(chunk_rows)))
-            interrupts.check()  # a stop whose exception was dropped: no further chunk
+            stops.check()  # a stop whose exception was dropped: no further chunk
             if on_steps:
                 on_steps(n)
             if checkpoint is not None and progress[0] < len(shapes) and checkpoint.due():

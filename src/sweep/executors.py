@@ -2,7 +2,7 @@
 
 The launcher composes every job, validates them all and writes their ``.hydra`` files
 here, in the submitting process; the jobs are grouped and cut into batches exactly as
-in-process (``src.sweep.runner.plan_batches``), and each batch becomes one submitit job (one
+in-process (``src.sweep.plan.plan_batches``), and each batch becomes one submitit job (one
 SLURM array task) that runs ``run_sweep`` on its jobs: one vmapped program, each job
 writing its own directory, files and wandb run. The submitting process waits, reads the
 jobs' summaries back and hands Hydra one ``JobReturn`` per job.
@@ -147,7 +147,7 @@ class BatchTask:
         # Python drops (the handler ran inside jax's gc callback) still ends the batch. SIGTERM
         # (scancel, the end of a time limit or a grace period) stops it; both save a chunked
         # batch's checkpoint on the way out (src.sweep.checkpoints)
-        with recorded_signals(stop=(signal.SIGTERM,), wrap=(JobEnvironment._usr_sig(),)):
+        with recorded_signals(stop=(signal.SIGTERM,), wrap=(JobEnvironment._usr_sig(),)) as stops:
             import jax  # noqa: F401 - imported before the line below, which tests wait for
             from hydra.core.singleton import Singleton
 
@@ -160,6 +160,7 @@ class BatchTask:
                 sweep_dir=self.sweep_dir,
                 summary_file=None,  # the submitting process writes the sweep's summary
                 handle_signals=False,  # submitit owns the signals (USR2: checkpoint and requeue)
+                stops=stops,  # what their handlers raised, recorded above
                 checkpoint_every_s=self.every_s,
             )
 

@@ -29,8 +29,19 @@ import numpy as np
 SUMMARY = "summary.json"
 METRICS = "metrics.parquet"
 PARAMS = "params.npz"
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+
+
+def _umask() -> int:
+    """The process's umask, read (from /proc where it exists) rather than set at import."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # elsewhere: the only portable way to read it, restored at once
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> None:
@@ -40,7 +51,7 @@ def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
-        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -163,7 +174,8 @@ def write_params(job_dir: Path, **arrays: Any) -> None:
 
 @functools.cache
 def provenance() -> dict[str, Any]:
-    """Package versions, the project's git commit and the JAX device (once per process)."""
+    """Package versions, the project's git commit and the JAX device; read once per sweep
+    (a sweep clears this cache when it starts: the git state may change between sweeps)."""
     from importlib.metadata import PackageNotFoundError, version
 
     import jax
@@ -174,7 +186,7 @@ def provenance() -> dict[str, Any]:
             versions[pkg] = version(pkg)
         except PackageNotFoundError:
             versions[pkg] = None
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # the repository
     try:
         commit = (
             subprocess.run(

@@ -7,8 +7,9 @@ dropped; a library may also turn it into an exception of its own. Either way the
 would carry on as if no signal had come: Ctrl-C ignored, a scheduler's SIGTERM followed by
 SIGKILL, a pre-empted submitit batch finishing instead of being requeued.
 
-So every handler the sweep installs or wraps records what it raised, and the sweep calls
-:func:`check` between batches and before each job's files are written: a stop that was
+So every handler the sweep installs or wraps records what it raised in the sweep's own
+:class:`Stops` (``with recorded_signals() as stops``), and the sweep calls ``stops.check()``
+between batches, between chunks and before each job's files are written: a stop that was
 dropped or wrapped is raised again there.
 """
 
@@ -18,26 +19,28 @@ import contextlib
 import signal
 import threading
 
-PENDING: dict = {"exception": None}  # what a signal's handler raised in the sweep in flight
 
+class Stops:
+    """What a signal's handler raised in the sweep that owns this object (None: nothing)."""
 
-def check(cause: BaseException | None = None) -> None:
-    """Raise again what a signal's handler raised, if anything (``cause``: the exception a
-    library made of it). A handler that returned (it did not stop the sweep) left nothing."""
-    exc = PENDING["exception"]
-    if exc is not None:
-        raise exc.with_traceback(None) from cause
+    def __init__(self) -> None:
+        self.exception: BaseException | None = None
 
+    def check(self, cause: BaseException | None = None) -> None:
+        """Raise again what a signal's handler raised, if anything (``cause``: the exception a
+        library made of it). A handler that returned (it did not stop the sweep) left nothing."""
+        if self.exception is not None:
+            raise self.exception.with_traceback(None) from cause
 
-def _recorded(handler):
-    def wrapped(signum, frame):
-        try:
-            handler(signum, frame)
-        except BaseException as exc:
-            PENDING["exception"] = exc
-            raise
+    def recording(self, handler):
+        def wrapped(signum, frame):
+            try:
+                handler(signum, frame)
+            except BaseException as exc:
+                self.exception = exc
+                raise
 
-    return wrapped
+        return wrapped
 
 
 def _interrupt(signum, frame):
@@ -48,24 +51,24 @@ def _interrupt(signum, frame):
 def recorded_signals(stop=(signal.SIGINT, signal.SIGTERM), wrap=()):
     """Within the block, the ``stop`` signals raise KeyboardInterrupt and the handlers already
     installed for the ``wrap`` signals (submitit's USR2: checkpoint and requeue) are kept;
-    each records what it raised for :func:`check`. The previous handlers come back after.
-    Off the main thread (where Python cannot install handlers) the block runs unchanged."""
+    each records what it raised in the :class:`Stops` the block yields. The previous
+    handlers come back after. Off the main thread (where Python cannot install handlers)
+    the block runs unchanged."""
+    stops = Stops()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield stops
         return
     handlers = {sig: _interrupt for sig in stop}
     for sig in wrap:
         current = signal.getsignal(sig)
         if callable(current):
             handlers[sig] = current
-    PENDING["exception"] = None
-    previous = {sig: signal.signal(sig, _recorded(handler)) for sig, handler in handlers.items()}
+    previous = {sig: signal.signal(sig, stops.recording(handler)) for sig, handler in handlers.items()}
     try:
-        yield
+        yield stops
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-        PENDING["exception"] = None
 
 
 class Interrupted(KeyboardInterrupt):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import logging
 import os
 import time
@@ -59,6 +60,7 @@ class _JobReturn(JobReturn):
         self.__dict__["_hydra_cfg"] = value
 
 
+@functools.cache
 def _dumper() -> type:
     from omegaconf._utils import get_omega_conf_dumper
 
@@ -68,26 +70,20 @@ def _dumper() -> type:
     return dumper
 
 
-_DUMPER = None
-
-
 def to_yaml(container: Any) -> str:
     """``OmegaConf.to_yaml`` of a plain container, through libyaml's emitter."""
-    global _DUMPER
-    _DUMPER = _DUMPER or _dumper()
-    return yaml.dump(container, default_flow_style=False, allow_unicode=True, sort_keys=False, Dumper=_DUMPER)
+    return yaml.dump(container, default_flow_style=False, allow_unicode=True, sort_keys=False, Dumper=_dumper())
 
 
-_PARSER = None
+@functools.cache
+def _parser():
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create()
 
 
 def _parse(overrides: Sequence[str]):
-    global _PARSER
-    if _PARSER is None:
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-
-        _PARSER = OverridesParser.create()
-    return _PARSER.parse_overrides(list(overrides))
+    return _parser().parse_overrides(list(overrides))
 
 
 class ConfigGroups:

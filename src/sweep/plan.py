@@ -1,8 +1,9 @@
 """The plan stage's pieces: a job, its data, and how jobs group into programs.
 
 * :class:`Job`: a validated run and its output directory;
-* :func:`job_data`: a job's host-side data, memoized (the jobs of a sweep over learning
-  rates x seeds build each seed's data once);
+* :func:`job_data`: a job's host-side data, memoized for the sweep in flight (the jobs of
+  a sweep over learning rates x seeds build each seed's data once); :func:`release_data`
+  drops them when the sweep ends;
 * :func:`group_by_static` / :func:`data_groups`: jobs that share a program (same static
   config) and, inside a batch, jobs that share a dataset;
 * :func:`plan_batches`: each group cut into batches of one grid shape, so a group
@@ -69,6 +70,14 @@ def _data(static: tuple, seed: int, options: tuple) -> dict[str, np.ndarray]:
     for v in data.values():
         v.setflags(write=False)
     return data
+
+
+def release_data() -> None:
+    """Forget every dataset built so far: a sweep calls this when it ends, so that a process
+    that runs several sweeps (a notebook, the optuna sweeper's launches, the tests) holds the
+    data of one sweep at a time."""
+    _data.cache_clear()
+    seeded_data.cache_clear()
 
 
 def data_groups(jobs: Sequence[Job]) -> list[list[int]]:

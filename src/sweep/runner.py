@@ -21,13 +21,14 @@ from src.sweep.batching import run_batch
 from src.sweep.checkpoints import DEFAULT_EVERY_S, remove_checkpoints
 from src.sweep.files import (
     complete_result,
+    provenance,
     read_json,
     read_summary,
     stored_fingerprint,
     write_json,
 )
 from src.sweep.outcome import BatchFailed, job_status, job_value
-from src.sweep.plan import Job, group_labels, job_data, plan_batches, unused_seeds
+from src.sweep.plan import Job, group_labels, job_data, plan_batches, release_data, unused_seeds
 from src.sweep.preflight import refuse
 from src.sweep.programs import Clock, Programs
 from src.sweep.record import wandb_config
@@ -124,6 +125,7 @@ def run_sweep(
     handle_signals: bool = True,
     programs: Programs | None = None,
     checkpoint_every_s: float | None = DEFAULT_EVERY_S,
+    stops: interrupts.Stops | None = None,
 ) -> list:
     """Run ``(config, output_dir, overrides)`` entries; returns each job's final outer loss
     (or the exception that stopped its batch), in order.
@@ -136,11 +138,16 @@ def run_sweep(
     ``checkpoint_every_s`` seconds (None: only when stopped), and resumes from its
     checkpoint (:mod:`src.sweep.checkpoints`)."""
     programs = programs if programs is not None else Programs()
-    with interrupts.recorded_signals() if handle_signals else contextlib.nullcontext():
-        return _sweep(
-            entries, max_batch_size, resume, sweep_dir, stats, validated, summary_file, append_summary, programs,
-            checkpoint_every_s,
-        )  # fmt: skip
+    provenance.cache_clear()  # the git state is read once per sweep
+    recorded = interrupts.recorded_signals() if handle_signals else contextlib.nullcontext(stops or interrupts.Stops())
+    try:
+        with recorded as owned:
+            return _sweep(
+                entries, max_batch_size, resume, sweep_dir, stats, validated, summary_file, append_summary, programs,
+                checkpoint_every_s, owned,
+            )  # fmt: skip
+    finally:
+        release_data()
 
 
 @dataclasses.dataclass
@@ -173,7 +180,7 @@ def plan_sweep(entries, runs, resume: bool, max_batch_size: int) -> Sweep:
 
 def _sweep(
     entries, max_batch_size, resume, sweep_dir, stats, validated, summary_file, append_summary, programs,
-    checkpoint_every_s,
+    checkpoint_every_s, stops,
 ) -> list:  # fmt: skip
     from src.sweep.programs import enable_compilation_cache
 
@@ -207,7 +214,7 @@ def _sweep(
     try:
         writer = WandbWriter(settings, workers=2 if len(pending) > 1 else 0)
         writer.plan([(jobs[i].out_dir, *wandb_config(jobs[i])) for _, members, _ in sweep.batches for i in members])
-        _run_batches(sweep, writer, programs, clock, checkpoint_every_s)
+        _run_batches(sweep, writer, programs, clock, checkpoint_every_s, stops)
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: keep what completed, say how to resume
         with interrupts.deferred():
             for k, summary in resumed([jobs[i] for i in pending], True).items():  # written before the stop
@@ -296,7 +303,9 @@ def _chunked(sweep: Sweep) -> bool:
     return any(sweep.jobs[i].run.tree.get("chunk_steps") for i in sweep.pending)
 
 
-def _run_batches(sweep: Sweep, writer, programs: Programs, clock: Clock, checkpoint_every_s=DEFAULT_EVERY_S) -> None:
+def _run_batches(
+    sweep: Sweep, writer, programs: Programs, clock: Clock, checkpoint_every_s=DEFAULT_EVERY_S, stops=None
+) -> None:
     """The in-process execute stage: one batch after another, each job's files and wandb
     run recorded as its batch ends (``src.sweep.batching.run_batch``)."""
     from src.report.progress import SweepProgress
@@ -305,7 +314,7 @@ def _run_batches(sweep: Sweep, writer, programs: Programs, clock: Clock, checkpo
     labels = group_labels([static for static, _, _ in batches])
     with SweepProgress(len(jobs), len(sweep.done), len(batches)) as progress:
         for b, (static, members, shape) in enumerate(batches):
-            interrupts.check()  # a stop whose exception was dropped (see src.sweep.interrupts)
+            stops.check()  # a stop whose exception was dropped (see src.sweep.interrupts)
             steps = jobs[members[0]].run.tree["outer_steps"]
             advance = progress.start_batch(b, labels[static], len(members), steps)
             info = {"id": b, "label": labels[static]}
@@ -321,9 +330,10 @@ def _run_batches(sweep: Sweep, writer, programs: Programs, clock: Clock, checkpo
                     clock=clock,
                     checkpoints=True,
                     checkpoint_every_s=checkpoint_every_s,
+                    stops=stops,
                 )
             except Exception as exc:  # noqa: BLE001 - the batch's jobs fail, the sweep goes on
-                interrupts.check(cause=exc)  # a signal's exception that a library turned into its own
+                stops.check(cause=exc)  # a signal's exception that a library turned into its own
                 failure = BatchFailed(f"batch {b} ({labels[static]}) failed: {type(exc).__name__}: {exc}")
                 failure.__cause__ = exc
                 print(failure, file=sys.stderr)
@@ -334,4 +344,4 @@ def _run_batches(sweep: Sweep, writer, programs: Programs, clock: Clock, checkpo
             for i, summary in zip(members, done, strict=True):
                 sweep.summaries[i], sweep.results[i] = summary, job_value(jobs[i], summary)
             progress.end_batch(len(members))
-    interrupts.check()
+    stops.check()
