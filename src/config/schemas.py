@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal
 
 import annotated_types as at
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
 Finite = Field(allow_inf_nan=False)
 STRICT = ConfigDict(extra="forbid", strict=True, arbitrary_types_allowed=True)
@@ -168,6 +168,31 @@ def solver_model(cls: type) -> type[BaseModel]:
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         fields[f.name] = (_finite(hints[f.name]), ...) if required else (_finite(hints[f.name]), None)
     return create_model(f"Options_{cls.__name__}", __config__=STRICT, **fields)
+
+
+@functools.cache
+def choice_model(group: str, choices: tuple[tuple[str, type], ...]) -> tuple[TypeAdapter, dict[str, type[BaseModel]]]:
+    """A group whose option is chosen by ``name`` (``linear_solver``, ``hypergrad``): a
+    pydantic discriminated union of the options' models, each with ``name`` its literal."""
+    variants = {
+        name: create_model(f"{group}_{name}", __base__=solver_model(cls), name=(Literal[name], ...))
+        for name, cls in choices
+    }
+    union = Annotated[typing.Union[tuple(variants.values())], Field(discriminator="name")]  # noqa: UP007
+    return TypeAdapter(union), variants
+
+
+def check_choice(group: str, classes: Mapping[str, type], node: Mapping[str, Any]) -> dict:
+    """``node`` checked against the option its ``name`` chooses (pydantic dispatches on the
+    discriminator); a ConfigError names the key, as :func:`check` does."""
+    adapter, variants = choice_model(group, tuple(classes.items()))
+    try:
+        adapter.validate_python(dict(node))
+    except ValidationError as err:
+        e = err.errors()[0]
+        if e["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            raise ConfigError(f"{group}.name", node.get("name"), f"one of {', '.join(classes)}") from None
+    return check(variants[node["name"]], node, group)
 
 
 # ----------------------------------------------------------------------------- checking

@@ -25,7 +25,18 @@ from typing import Annotated, Any, NamedTuple
 
 import annotated_types as at
 
-from src.config.schemas import ConfigError, Finite, Inner, Run, Wandb, check, describe, signature_model, solver_model
+from src.config.schemas import (
+    ConfigError,
+    Finite,
+    Inner,
+    Run,
+    Wandb,
+    check,
+    check_choice,
+    describe,
+    signature_model,
+    solver_model,
+)
 
 RUN_KEYS = (
     "lr",
@@ -284,10 +295,7 @@ def validate(cfg: Mapping) -> RunConfig:
     else:
         tree["inner_solver"] = _check_inner(_group(cfg, "inner_solver"))
         for group, classes in (("linear_solver", linear_solver_classes()), ("hypergrad", _hypergrad_methods())):
-            node = _group(cfg, group)
-            if node.get("name") not in classes:
-                raise ConfigError(f"{group}.name", node.get("name"), f"one of {', '.join(classes)}")
-            tree[group] = check(solver_model(classes[node["name"]]), node, group)
+            tree[group] = check_choice(group, classes, _group(cfg, group))
         tree["optimizer"] = _check_optimizer(_group(cfg, "optimizer"))
     tree["objective"], make_keys, objective = _check_objective(_group(cfg, "objective"))
     check_compatible(tree, objective)
