@@ -126,7 +126,7 @@ def main() -> None:
             for jobs in (1, args.jobs):
                 built[plain, jobs] = program(method, jobs, args.steps, plain)
         best = {key: float("inf") for key in built}
-        for key, (compiled, inputs, _, _) in built.items():
+        for compiled, inputs, _, _ in built.values():
             jax.block_until_ready(compiled(*inputs))  # warm
         for _ in range(args.repeats):
             for key, (compiled, inputs, _, _) in built.items():
@@ -146,8 +146,10 @@ def main() -> None:
                   f"{batched / floor:.1f}x / {batched / gather_floor:.1f}x | {flops / 1e6:.2f} | "
                   f"{flops / batched / 1e3:.1f} |")  # fmt: skip
     for plain in (True, False):
-        print(f"SABA / SOBA batched ({'XLA default' if plain else 'the sweep'}): "
-              f"{per['saba', plain] / per['soba', plain]:.2f}")
+        print(
+            f"SABA / SOBA batched ({'XLA default' if plain else 'the sweep'}): "
+            f"{per['saba', plain] / per['soba', plain]:.2f}"
+        )
 
 
 if __name__ == "__main__":
