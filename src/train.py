@@ -136,7 +136,9 @@ def user_error(exc: BaseException) -> tuple[str, int] | None:
     if isinstance(exc, HydraException | OmegaConfBaseException):
         cause = exc.__cause__
         text = str(exc) + (f"\n{cause}" if isinstance(cause, OmegaConfBaseException) else "")
-        swept_group = re.match(r"Could not override '(method|inner_solver|linear_solver|optimizer)\.([\w.]+)'", text)
+        from src.config import CHOSEN_GROUPS
+
+        swept_group = re.match(rf"Could not override '({'|'.join(CHOSEN_GROUPS)})\.([\w.]+)'", text)
         if swept_group and any(a in ("-m", "--multirun") for a in sys.argv[1:]):
             key = f"{swept_group[1]}.{swept_group[2]}"
             text += (
@@ -166,9 +168,9 @@ def per_job_overrides(argv: list[str]) -> list[str]:
     a sweep override is applied job by job, after the group's option."""
     if not any(a in ("-m", "--multirun") for a in argv):
         return argv
-    from src.config import GROUPS
+    from src.config import CHOSEN_GROUPS
 
-    groups = {*GROUPS, "method"}
+    groups = set(CHOSEN_GROUPS)
     swept = {m[1] for a in argv if (m := SWEPT_GROUP.match(a)) and m[1] in groups}
     out = []
     for a in argv:

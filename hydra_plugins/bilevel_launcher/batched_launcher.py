@@ -17,6 +17,8 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn
 from hydra.plugins.launcher import Launcher
 
+from src.sweep.defaults import CHECKPOINT_EVERY_S, MAX_BATCH_SIZE
+
 
 class Executor(Enum):
     local = "local"  # batches run in this process, one after another
@@ -27,13 +29,13 @@ class Executor(Enum):
 @dataclass
 class BatchedLauncherConf:
     _target_: str = "hydra_plugins.bilevel_launcher.batched_launcher.BatchedLauncher"
-    max_batch_size: int = 1024  # a group larger than this runs as several batches
+    max_batch_size: int = MAX_BATCH_SIZE  # a group larger than this runs as several batches
     resume: bool = True  # skip jobs whose complete results were produced by the same config
     overwrite: bool = False  # rerun jobs whose directories hold results of other settings (else refused)
     executor: Executor = Executor.local
     # a batch run in chunks (chunk_steps) saves its state this often, and when it is stopped
     # (Ctrl-C, SIGTERM, SLURM's USR2); its next attempt goes on from there. null: only when stopped
-    checkpoint_every_s: float | None = 300.0
+    checkpoint_every_s: float | None = CHECKPOINT_EVERY_S
     # executor=submitit_*: each batch is one submitit job. Names and defaults as
     # hydra-submitit-launcher's; a batch is one task on one node.
     submitit_folder: str = "${hydra.sweep.dir}/.submitit/%j"
@@ -76,7 +78,7 @@ class BatchedLauncher(Launcher):
         resume: bool = True,
         overwrite: bool = False,
         executor="local",
-        checkpoint_every_s: float | None = 300.0,
+        checkpoint_every_s: float | None = CHECKPOINT_EVERY_S,
         **submitit,
     ) -> None:
         self.max_batch_size = max_batch_size

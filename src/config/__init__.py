@@ -12,6 +12,7 @@ It imports the core (to read its solver classes); the core never imports it.
 from src.config.build import build_method, build_objective, linear_solver_of, objective_of, optax_of
 from src.config.schemas import ConfigError
 from src.config.validation import (
+    CHOSEN_GROUPS,
     GROUPS,
     RUN_KEYS,
     RunConfig,
@@ -25,6 +26,7 @@ from src.config.validation import (
 )
 
 __all__ = [
+    "CHOSEN_GROUPS",
     "GROUPS",
     "RUN_KEYS",
     "ConfigError",

@@ -49,6 +49,7 @@ RUN_KEYS = (
     "eval_every",
 )
 GROUPS = ("objective", "inner_solver", "linear_solver", "hypergrad", "optimizer")
+CHOSEN_GROUPS = ("objective", "method", *GROUPS[1:])  # every group whose option a user chooses
 META_KEYS = ("wandb", "study", "hydra", "method")  # method: a preset; a single-loop method's node
 PASSTHROUGH = ("_target_",)  # a factory's import path: checked by importing it
 

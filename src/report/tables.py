@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from src.config import CHOSEN_GROUPS
+
 ID_COLUMNS = ("sweep", "job", "path", "status", "diverged_step", "batch")
 
 
@@ -141,7 +143,7 @@ def load_steps(*paths: str | Path, keys: Sequence[str] = ()) -> pd.DataFrame:
 
 
 REFERENCE = "full-batch reference"  # what a nested run is called among single-loop methods
-GROUP_COLUMNS = ("objective", "method", "inner_solver", "linear_solver", "hypergrad", "optimizer")
+GROUP_COLUMNS = CHOSEN_GROUPS  # a group's option first among the swept keys
 
 
 def as_text(values: pd.Series) -> pd.Series:

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-DEFAULT_EVERY_S = 300.0
+from src.sweep.defaults import CHECKPOINT_EVERY_S as DEFAULT_EVERY_S
 
 
 def _is_key(x) -> bool:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from src.config import RunConfig, check_batch_size, objective_of, unflatten
+from src.config import CHOSEN_GROUPS, RunConfig, check_batch_size, objective_of, unflatten
 
 
 @dataclasses.dataclass
@@ -105,11 +105,7 @@ def group_by_static(runs: Sequence[RunConfig]) -> dict[tuple, list[int]]:
 def static_label(static: tuple) -> str:
     """A short human label of a static config: its group choices."""
     tree = unflatten(dict(static))
-    return " ".join(
-        f"{g}={tree[g].get('name', '?')}"
-        for g in ("objective", "method", "inner_solver", "hypergrad", "linear_solver")
-        if g in tree
-    )
+    return " ".join(f"{g}={tree[g].get('name', '?')}" for g in CHOSEN_GROUPS if g in tree and g != "optimizer")
 
 
 def group_labels(statics: Sequence[tuple]) -> dict[tuple, str]:

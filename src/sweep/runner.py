@@ -19,6 +19,7 @@ from src.report.wandb_runs import WandbWriter
 from src.sweep import interrupts
 from src.sweep.batching import run_batch
 from src.sweep.checkpoints import DEFAULT_EVERY_S, remove_checkpoints
+from src.sweep.defaults import MAX_BATCH_SIZE
 from src.sweep.files import (
     complete_result,
     provenance,
@@ -115,7 +116,7 @@ def resumed(jobs: Sequence[Job], resume: bool) -> dict[int, dict]:
 def run_sweep(
     entries: Sequence[tuple],
     *,
-    max_batch_size: int = 1024,
+    max_batch_size: int = MAX_BATCH_SIZE,
     resume: bool = True,
     sweep_dir: Path | None = None,
     stats: dict | None = None,
