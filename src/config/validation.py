@@ -83,10 +83,10 @@ def method_class(node: Mapping[str, Any]) -> type:
 
         cls = locate(node["_target_"], "method._target_")
         fields = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
-        if not isinstance(cls, type) or "schedule" not in fields or not hasattr(cls, "evaluate"):
+        if not isinstance(cls, type) or "schedule" not in fields or not hasattr(cls, "step"):
             raise ConfigError(
                 "method._target_", node["_target_"],
-                "a single-loop method class (a frozen dataclass with a schedule field and init/evaluate/update, "
+                "a single-loop method class (a frozen dataclass with a schedule field and init/step, "
                 "e.g. a subclass of src.core.stochastic.SOBA; see examples/clipped_soba.py)",
             )  # fmt: skip
         return cls
