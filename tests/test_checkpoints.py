@@ -194,3 +194,29 @@ def test_a_checkpoint_whose_metadata_disagree_with_its_arrays_is_set_aside(tmp_p
     for i in ("0", "1"):
         assert json.loads((out / i / "summary.json").read_text())["resumed_from_step"] == 0
         _same(out / i, reference / i)
+
+
+def test_an_interrupted_write_leaves_no_file_and_no_temporary(tmp_path):
+    """Ctrl-C inside a write (a checkpoint's attempts file, in the CI run that found it)
+    leaves neither the target nor a ``.tmp``; a killed writer's ``.tmp`` is swept by the
+    batch's next start."""
+    from src.sweep.checkpoints import BatchCheckpoint
+    from src.sweep.files import atomic_write
+
+    def interrupted(f):
+        f.write(b"half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(tmp_path / "x.json", interrupted, sync=True)
+    assert list(tmp_path.iterdir()) == []
+
+    checkpoint = BatchCheckpoint(tmp_path / ".checkpoints", "batch-0123")
+    (tmp_path / ".checkpoints").mkdir()
+    left = tmp_path / ".checkpoints" / ".batch-0123.npz.99999.tmp"  # kill -9 during a save
+    left.write_bytes(b"half")
+    other = tmp_path / ".checkpoints" / ".batch-4567.npz.1.tmp"  # another batch's: not touched
+    other.write_bytes(b"half")
+    checkpoint.start()
+    assert not left.exists() and other.exists()
+    assert json.loads(checkpoint.attempts_path.read_text()) == {"attempts": 1}

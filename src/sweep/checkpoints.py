@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from src.sweep.defaults import CHECKPOINT_EVERY_S as DEFAULT_EVERY_S
+from src.sweep.files import atomic_write
 
 
 def _is_key(x) -> bool:
@@ -51,15 +52,6 @@ def _to_host(x) -> np.ndarray:
     import jax
 
     return np.asarray(jax.random.key_data(x) if _is_key(x) else x)
-
-
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 SRC = Path(__file__).resolve().parent
@@ -115,7 +107,9 @@ class BatchCheckpoint:
         except (OSError, ValueError, KeyError, TypeError):
             self.attempts = 1
         self.folder.mkdir(parents=True, exist_ok=True)
-        _atomic_write(self.attempts_path, lambda f: f.write(json.dumps({"attempts": self.attempts}).encode()))
+        for stale in self.folder.glob(f".{self.identity}.*.tmp"):  # a killed (-9) writer's
+            stale.unlink(missing_ok=True)
+        atomic_write(self.attempts_path, lambda f: f.write(json.dumps({"attempts": self.attempts}).encode()), sync=True)
         self._last = time.monotonic()
 
     def due(self) -> bool:
@@ -133,7 +127,7 @@ class BatchCheckpoint:
         meta["reason"] = reason
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
         self.folder.mkdir(parents=True, exist_ok=True)
-        _atomic_write(self.path, lambda f: np.savez(f, **arrays))
+        atomic_write(self.path, lambda f: np.savez(f, **arrays), sync=True)
         self._last = time.monotonic()
 
     def load(self, carry, sizes: list[int], axis: int) -> tuple[int, Any, list] | None:

@@ -44,18 +44,29 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> None:
+def atomic_write(path: str | os.PathLike, write, sync: bool = False) -> None:
+    """Write ``path`` through ``write(file)`` into a temporary file beside it, renamed into
+    place; the temporary file is removed on any exception, Ctrl-C included, so that an
+    interrupted write leaves neither a partial file nor a stray ``.tmp``. ``sync``: fsync
+    before the rename (checkpoints, which must survive a node failure)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(payload)
+            write(f)
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> None:
+    atomic_write(path, lambda f: f.write(payload))
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
