@@ -48,9 +48,10 @@ class NestedSolve(MethodBase):
         r = self.hypergrad(objective, self.inner, state.theta, state.w, state.u, data)
         implicit = isinstance(self.hypergrad, Implicit)
         # grad_w G per inner iteration (reverse mode through them for unrolled), H u per
-        # linear-solver iteration and one cross product; one gradient of F
+        # linear-solver iteration and one cross product; grad_w F and grad_theta F (two
+        # outer calls, benchmark_bilevel's count)
         calls = r.inner.iterations + (r.linsolve.iterations + 1 if implicit else r.inner.iterations)
-        work = full_batch_work(objective, data, self.batch_size, calls, 1)
+        work = full_batch_work(objective, data, self.batch_size, calls, 2)
         updates, opt_state = self.optimizer.transformation().update(r.grad, state.opt_state, state.theta)
         w_next = r.w if self.inner.warm_start else data["w0"]
         moved = State(optax.apply_updates(state.theta, updates), w_next, opt_state, r.u)

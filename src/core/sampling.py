@@ -153,8 +153,9 @@ class Work(NamedTuple):
     """Oracle calls and samples touched, cumulative over a run (or one step's share).
 
     ``oracle_inner``: evaluations of ``grad_z g``, ``hess_zz g . v`` or ``hess_xz g . v`` on
-    one minibatch; ``oracle_outer``: gradients of ``f`` on one minibatch. A full-batch
-    evaluation counts ``n / batch_size`` calls (one where ``batch_size`` is null)."""
+    one minibatch; ``oracle_outer``: partial gradients of ``f`` on one minibatch (``grad_z f``
+    and ``grad_x f`` count two, benchmark_bilevel's convention). A full-batch evaluation
+    counts ``n / batch_size`` calls (one where ``batch_size`` is null)."""
 
     oracle_inner: Any
     oracle_outer: Any
