@@ -23,6 +23,15 @@ REDUCED = {  # one seed, and fewer static groups (each one a compiled program); 
         "objective.n_outer=256",
         "eval_every=1",
     ],  # fmt: skip
+    "benchmark": [
+        "hydra.sweeper.also=[]",
+        "seed=1",
+        "method.step_size=choice(0.1)",
+        "method.outer_ratio=choice(1.0)",
+        "objective.n_inner=1024",
+        "objective.n_outer=256",
+        "eval_every=1",
+    ],  # fmt: skip
     "distillation": ["seed=0", "objective.per_class=1,2"],
     "imaml": ["seed=0", "objective.lam=5,10", "objective.test_tasks=10"],
     "sparse_regression": ["hydra.sweeper.params.seed=0", "hydra.sweeper.params.objective='lasso,elastic_net'"],

@@ -89,6 +89,7 @@ def make(
         return {
             "val_accuracy": accuracy(d["Xva"], d["yva"]),
             "test_accuracy": accuracy(d["Xte"], d["yte"]),
+            "test_error": 1.0 - accuracy(d["Xte"], d["yte"]),  # benchmark_bilevel's y axis
             "cleaning_precision": hits / jnp.maximum(jnp.sum(flagged), 1),
             "cleaning_recall": hits / jnp.maximum(jnp.sum(d["corrupted"]), 1),
         }

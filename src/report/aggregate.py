@@ -14,10 +14,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import pandas as pd
+
 from src.report.plots import X_AXES, objective_figures, plot
 from src.report.tables import (
+    PROBLEM,
     STATS,
+    as_text,
     best_per,
+    curve_scores,
     default_metrics,
     load_runs,
     load_steps,
@@ -48,7 +53,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--best",
         metavar="KEY",
-        help="also the best setting per value of KEY (e.g. method), by --stat; --plot then draws those only",
+        help="also the best setting per value of KEY (e.g. method), by --stat; --plot then draws those only "
+        "(per problem where the runs span several objectives, each by the first --metric it reports)",
+    )
+    p.add_argument(
+        "--best-by",
+        choices=("final", "curve"),
+        default="final",
+        help="rank settings by the final value (default) or by the best point of the --stat curve over seeds "
+        "(benchmark_bilevel's plot script: the lowest median over the first evaluations)",
+    )
+    p.add_argument(
+        "--best-evals",
+        type=int,
+        metavar="K",
+        help="with --best-by curve: only the first K evaluations of each curve (the benchmark: 100); default all",
     )
     args = p.parse_args(argv)
     runs = load_runs(*args.paths)
@@ -79,11 +98,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_tables(table, metrics, out)
     print(pretty(table, metrics).to_markdown(index=False))
     best = None
+    steps = None
     if args.best:
-        best = best_per(table, args.best, metrics[0], metrics[0] in runs.attrs.get("maximize", ()))
+        if args.best_by == "curve" or args.plot:
+            steps = load_steps(*args.paths, keys=by)
+        best = best_settings(runs, table, steps, metrics, by, args)
         write_tables(best, metrics, out, "best")
-        print(f"\nBest setting per {args.best} (by {args.stat} {metrics[0]}):")
+        rule = (
+            "final value"
+            if args.best_by == "final"
+            else "best point of the curve"
+            + (f" over the first {args.best_evals} evaluations" if args.best_evals else "")
+        )
+        print(f"\nBest setting per {args.best} (by {args.stat} {', '.join(best.attrs['ranked_by'])}; {rule}):")
         print(pretty(best, metrics).to_markdown(index=False))
+        missing = sorted(set(as_text(table[args.best])) - set(as_text(best[args.best])))
+        if missing:
+            print(f"  no setting of {', '.join(missing)} completed all its jobs: left out", file=sys.stderr)
     counts = runs["status"].value_counts().to_dict()
     print(
         f"\n{len(runs)} jobs: "
@@ -91,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         + f"  -> {out}/results.{{csv,md,tex}}"
     )
     if args.plot:
-        steps = load_steps(*args.paths, keys=by)
+        steps = load_steps(*args.paths, keys=by) if steps is None else steps
         if best is not None:  # the curves of each method's best setting, as the benchmark draws them
             runs, steps = select(runs, best, by), select(steps, best, by)
         figures, prefix = out, "plot_"
@@ -103,6 +134,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         for path in drawn:
             print(f"  {path}")
     return 0
+
+
+def problem_key(runs: pd.DataFrame, by: Sequence[str]) -> str | None:
+    """``objective`` where the runs span several problems (a panel and a best setting each)."""
+    return PROBLEM if PROBLEM in by and as_text(runs[PROBLEM]).nunique() > 1 else None
+
+
+def best_settings(runs, table, steps, metrics, by, args) -> pd.DataFrame:
+    """The best setting per value of ``--best``, per problem where there are several, each
+    ranked by the first of ``metrics`` that its runs report."""
+    problem = problem_key(runs, by)
+    parts, ranked_by = [], []
+    for _, sub in table.groupby(as_text(table[problem]), sort=False) if problem else [(None, table)]:
+        metric = next((m for m in metrics if sub[f"{m}_count"].sum() > 0), metrics[0])
+        higher = metric in runs.attrs.get("maximize", ())
+        score = None
+        if args.best_by == "curve":
+            score = curve_scores(steps, sub, by, metric, args.stat, higher, args.best_evals)
+        # the full-batch references (no method node) are told apart by their hypergradient
+        keys = [args.best, *(["hypergrad"] if args.best == "method" and "hypergrad" in by else [])]
+        parts.append(best_per(sub, keys, metric, higher, score))
+        ranked_by.append(metric)
+    best = pd.concat(parts) if len(parts) > 1 else parts[0]
+    best.attrs.update(table.attrs, ranked_by=list(dict.fromkeys(ranked_by)))
+    return best
 
 
 if __name__ == "__main__":

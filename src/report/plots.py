@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from src.report.tables import REFERENCE, as_text
+from src.report.tables import PROBLEM, REFERENCE, as_text
 
 
 def _log_spaced(values: np.ndarray) -> bool:
@@ -35,12 +35,19 @@ METRIC_WORDS = {
     "inner_gap_sq": "‖w − w*(θ)‖² — inner variable's squared error",
     "v_gap_sq": "‖v − v*(θ)‖² — linear system's squared error",
     "test_accuracy": "test accuracy",
+    "test_error": "test error",
     "val_accuracy": "validation accuracy",
     "run_s": "run time (s)",
     "meta_test_mse": "meta-test MSE — held-out tasks' MSE after adaptation",
     "val_mse": "validation MSE",
 }
 SHORT_KEYS = {"method.step_size": "step", "method.outer_ratio": "ratio"}
+# one colour per method in every figure: benchmark_bilevel's plot script's where it has one
+METHOD_COLOURS = {
+    "soba": "#0072B2", "saba": "#E69F00", "mrbo": "#009E73", "sustain": "#56B4E9", "ttsa": "#D55E00",
+    "fsla": "#97F0AA", "amigo": "#000000", "stocbio": "#CC79A7", "bsa": "#F0E442", "srba": "#8B0000",
+    "vrbo": "#7F7F7F", "f2sa": "#9467BD", "bome": "#8C564B", "pzobo": "#BCBD22", "-": "#A60628",
+}  # fmt: skip
 
 
 def _words(metric: str) -> str:
@@ -75,9 +82,9 @@ def _styles(names: list[tuple], by: Sequence[str], frame: pd.DataFrame) -> list[
     numeric = [i for i, k in enumerate(by) if pd.to_numeric(frame[k], errors="coerce").notna().all()]
     if "method" in by:
         i = list(by).index("method")
-        palette = matplotlib.colormaps["tab10"]
+        palette = matplotlib.colormaps["tab20"]
         methods = sorted({n[i] for n in names})
-        colour = {m: ("black" if m == "-" else palette(k % 10)) for k, m in enumerate(methods)}
+        colour = {m: METHOD_COLOURS.get(m, palette(k % 20)) for k, m in enumerate(methods)}
         dashes: dict = {}
         styles = []
         for n in names:
@@ -240,6 +247,8 @@ def plot(
     completed = steps[steps["status"] == "completed"] if "status" in steps else steps
     if not completed.empty:
         completed = with_x(completed, runs, x)
+    if PROBLEM in by and not completed.empty and as_text(completed[PROBLEM]).nunique() > 1:
+        return [plot_problems(completed, metrics, by, out, x, prefix)]
     higher_is_better = runs.attrs.get("maximize", set())
     for metric in metrics:
         if metric not in completed.columns or completed[metric].isna().all():
@@ -319,6 +328,67 @@ def plot(
             title = f"final {_words(metric)}: median and 20-80 % over seeds{note}"
             written.append(_finish(fig, ax, title, path, legend=bool(rest)))
     return written
+
+
+def _log_x(frame: pd.DataFrame, x: str) -> tuple[pd.DataFrame, bool, float]:
+    """Whether the x axis is logarithmic (budgets that differ by two orders of magnitude or
+    more), with step 0 placed at the axis' left edge (half the smallest positive x)."""
+    positive = frame["_x"][frame["_x"] > 0]
+    if x == "step" or positive.empty or positive.max() / positive.min() < 100:
+        return frame, False, 0.0
+    edge = float(positive.min()) / 2
+    return frame.assign(_x=frame["_x"].where(frame["_x"] > 0, edge)), True, edge
+
+
+def plot_problems(
+    completed: pd.DataFrame, metrics: Sequence[str], by: Sequence[str], out: Path, x: str, prefix: str
+) -> Path:
+    """benchmark_bilevel's figure: one panel per problem (value of ``objective``), each with
+    the first of ``metrics`` that its runs report, one curve and one colour per method
+    (the median over seeds, a 20-80 % band), log axes where the data span them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    problems = list(dict.fromkeys(as_text(completed[PROBLEM])))
+    ncols = min(3, len(problems))
+    nrows = -(-len(problems) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 4.2 * nrows), squeeze=False)
+    rest = [k for k in by if k != PROBLEM]
+    shown = []
+    for ax, problem in zip(axes.ravel(), problems, strict=False):
+        mine = completed[as_text(completed[PROBLEM]) == problem]
+        metric = next((m for m in metrics if m in mine and mine[m].notna().any()), None)
+        if metric is None:
+            ax.set_title(f"{problem}: none of {', '.join(metrics)}", fontsize=9)
+            continue
+        evaluated, log_x, edge = _log_x(mine.dropna(subset=[metric]), x)
+        groups = _groups(evaluated, rest)
+        styles = _styles([n for n, _ in groups], rest, evaluated)
+        for (name, g), style in zip(groups, styles, strict=True):
+            q = g.groupby("step")[metric].quantile([0.2, 0.5, 0.8]).unstack()
+            xs = g.groupby("step")["_x"].median().loc[q.index]
+            ax.plot(xs, q[0.5], label=_label(rest, name), **style)
+            ax.fill_between(xs, q[0.2], q[0.8], color=style["color"], alpha=0.15, linewidth=0)
+        if log_x:
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        _set_y(ax, evaluated[metric], metric)
+        label = X_AXES[x].split(" (")[0] + (f" (log; step 0 at x = {edge:g})" if log_x else "")
+        ax.set_xlabel(label, fontsize=8)
+        ax.set_title(problem, fontsize=9)
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+        shown.append(metric)
+    for ax in axes.ravel()[len(problems) :]:
+        ax.set_visible(False)
+    fig.suptitle("median and 20-80 % over seeds, a panel per problem", fontsize=9)
+    fig.tight_layout()
+    path = out / f"{prefix}{'+'.join(dict.fromkeys(shown)) or 'problems'}_{'steps' if x == 'step' else x}.png"
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
 
 
 def objective_figures(runs: pd.DataFrame, out: Path, prefix: str = "") -> list[Path]:

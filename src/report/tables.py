@@ -142,6 +142,7 @@ def load_steps(*paths: str | Path, keys: Sequence[str] = ()) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+PROBLEM = "objective"  # the key whose values are different problems: a panel and a best setting each
 REFERENCE = "full-batch reference"  # what a nested run is called among single-loop methods
 GROUP_COLUMNS = CHOSEN_GROUPS  # a group's option first among the swept keys
 
@@ -228,16 +229,49 @@ def summarize(
     return table.reset_index().drop(columns="_all", errors="ignore")
 
 
-def best_per(table: pd.DataFrame, key: str, metric: str, higher: bool = False) -> pd.DataFrame:
-    """The best row of ``table`` (from :func:`summarize`) for each value of ``key``, by the
-    metric's central value (benchmark_bilevel picks each solver's setting by its median
-    final value); best first."""
+def best_per(
+    table: pd.DataFrame, key: str | Sequence[str], metric: str, higher: bool = False, score: pd.Series | None = None
+) -> pd.DataFrame:
+    """The best row of ``table`` (from :func:`summarize`) for each value of ``key``, among
+    the settings whose every job completed (benchmark_bilevel's plot script keeps the
+    configurations that ran for all seeds); best first. Ranked by ``score`` (one value per
+    row of ``table``, e.g. :func:`curve_scores`) or else by the metric's central final value."""
     stat = table.attrs.get("stat", "mean")
     column = f"{metric}_{stat}"
-    ranked = table.dropna(subset=[column]).sort_values(column, ascending=not higher)
-    best = ranked.groupby(as_text(ranked[key]), sort=False).head(1)
+    values = table[column] if score is None else score
+    ranked = table.assign(_score=values).dropna(subset=["_score"])
+    ranked = ranked[ranked[f"{metric}_count"] == ranked["jobs"]]
+    ranked = ranked.sort_values("_score", ascending=not higher)
+    keys = [key] if isinstance(key, str) else list(key)
+    best = ranked.groupby([as_text(ranked[k]) for k in keys], sort=False).head(1).drop(columns="_score")
     best.attrs.update(table.attrs)
     return best
+
+
+def curve_scores(
+    steps: pd.DataFrame,
+    table: pd.DataFrame,
+    by: Sequence[str],
+    metric: str,
+    stat: str = "median",
+    higher: bool = False,
+    evaluations: int | None = None,
+) -> pd.Series:
+    """Per row of ``table``: the best value of the group's ``stat`` curve over seeds (its
+    median or mean at each evaluated step), over its first ``evaluations`` evaluations or all
+    of them: how benchmark_bilevel's plot script picks a solver's setting (the lowest median
+    over the first 100 evaluations)."""
+    rows = steps.dropna(subset=[metric])
+    if by:
+        rows = rows.assign(_group=list(zip(*(as_text(rows[k]) for k in by), strict=True)))
+        keys = list(zip(*(as_text(table[k]) for k in by), strict=True))
+    else:
+        rows, keys = rows.assign(_group=[()] * len(rows)), [()] * len(table)
+    curve = rows.groupby(["_group", "step"])[metric].agg(stat).reset_index()
+    if evaluations is not None:
+        curve = curve[curve.groupby("_group").cumcount() < evaluations]
+    best = curve.groupby("_group")[metric].agg("max" if higher else "min")
+    return pd.Series([best.get(k, np.nan) for k in keys], index=table.index)
 
 
 def select(frame: pd.DataFrame, table: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
