@@ -163,11 +163,20 @@ def plan_batches(jobs: Sequence[Job], pending: Sequence[int], max_batch_size: in
 
 def seed_used(run: RunConfig) -> bool:
     """Whether a job's seed changes anything: its objective's data, resampled data (iMAML's
-    tasks), or a minibatch sampler."""
+    tasks), a minibatch sampler, or the method's own randomness (a random truncation)."""
     objective = objective_of(run.static)
     _, options = _data_key(run)
     sampled = run.tree.get("batch_size") is not None
-    return seeded_data(run.static, options) or objective.resample is not None or sampled
+    return seeded_data(run.static, options) or objective.resample is not None or sampled or _draws(run)
+
+
+def _draws(run: RunConfig) -> bool:
+    node = run.tree.get("method")
+    if not node:
+        return False
+    from src.config.validation import method_class
+
+    return bool(getattr(method_class(node), "random", False))
 
 
 def unused_seeds(runs: Sequence[RunConfig]) -> str | None:
@@ -184,6 +193,6 @@ def unused_seeds(runs: Sequence[RunConfig]) -> str | None:
     name = unflatten(dict(runs[0].static))["objective"].get("name", "the objective")
     return (
         f"Warning: seed={','.join(map(str, seeds))} changes nothing in these jobs: objective {name!r}'s data do "
-        "not depend on the seed and the method draws no minibatches, so the jobs of each seed are copies (a "
+        "not depend on the seed and the method draws nothing at random, so the jobs of each seed are copies (a "
         "spread over them is not a spread over seeds)."
     )

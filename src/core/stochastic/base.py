@@ -141,6 +141,7 @@ class SingleLoop(MethodBase):
 
     name: ClassVar[str]
     has_v: ClassVar[bool] = True
+    random: ClassVar[bool] = False  # draws at random beyond the minibatches (from State.key)
     schedule: Schedule
     batch_size: int | None
 

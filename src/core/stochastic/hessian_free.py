@@ -109,6 +109,7 @@ class PZOBO(SingleLoop):
     n_inner_steps: Steps = static(10)
     batch_size: int | None = static(None)
     name: ClassVar[str] = "pzobo"
+    random: ClassVar[bool] = True
     has_v: ClassVar[bool] = False
 
     def init(self, objective: Objective, data, key) -> State:

@@ -142,6 +142,7 @@ class BSA(InnerLoop):
     n_hia_steps: Steps = static()
     batch_size: int | None = static(None)
     name: ClassVar[str] = "bsa"
+    random: ClassVar[bool] = True
 
     def v_calls(self) -> int:
         return self.n_hia_steps

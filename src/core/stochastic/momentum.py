@@ -123,6 +123,7 @@ class SUSTAIN(DoubleMomentum):
     n_hia_steps: Steps = static(10)
     batch_size: int | None = static(None)
     name: ClassVar[str] = "sustain"
+    random: ClassVar[bool] = True
 
     def v_calls(self) -> int:
         return self.n_hia_steps

@@ -33,6 +33,7 @@ class TTSA(SingleLoop):
     n_hia_steps: Steps = static(10)
     batch_size: int | None = static(None)
     name: ClassVar[str] = "ttsa"
+    random: ClassVar[bool] = True
 
     def init(self, objective: Objective, data, key) -> State:
         return super().init(objective, data, key)._replace(key=jax.random.fold_in(key, OWN_KEY))
