@@ -116,3 +116,38 @@ def test_missing_data_is_one_clear_line(tmp_path, overrides, words):
     assert proc.returncode == 2, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("Error")]
     assert len(errors) == 1 and words in errors[0] and "Traceback" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("present", [False, True])
+def test_an_optional_grid_runs_only_where_its_data_are(tmp_path, present):
+    """A study's ``optional: true`` grid (sweeps/benchmark.yaml's ijcnn1 and covtype): skipped,
+    with one line saying why, where the data cannot be built; run where they are on disk."""
+    home = tmp_path / "libsvm_home"
+    if present:
+        folder = home / "libsvm" / "binary"
+        folder.mkdir(parents=True)
+        rng = np.random.default_rng(3)
+        for stem, n in (("ijcnn1", 100), ("ijcnn1.t", 50)):
+            X, y = _binary(rng, n)
+            np.save(folder / f"{stem}_data.npy", X)
+            np.save(folder / f"{stem}_target.npy", y)
+    conf = tmp_path / "conf" / "study"
+    conf.mkdir(parents=True)
+    grid = "{optional: 'true', objective: logreg, objective.dataset: ijcnn1, objective.download: 'false'"
+    (conf / "probe.yaml").write_text(
+        "# @package _global_\n"
+        "hydra:\n  sweeper:\n"
+        "    params: {method: soba, seed: '1'}\n"
+        f"    also: [{grid}, method: soba}}, {grid}, method: saba}}]\n"
+    )
+    out = tmp_path / "sweep"
+    proc = cli("-m", "study=probe", f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "objective=logreg",
+               "batch_size=32", "outer_steps=3", "wandb.mode=disabled", f"hydra.sweep.dir={out}",
+               env={"LIBSVMDATA_HOME": str(home)})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    skipped = [line for line in proc.stderr.splitlines() if line.startswith("Skipped")]
+    jobs = sorted(p.name for p in out.iterdir() if (p / "summary.json").exists())
+    if present:
+        assert not skipped and len(jobs) == 3, (proc.stderr, jobs)
+    else:
+        assert len(skipped) == 1 and "libsvm_home/libsvm/binary" in skipped[0] and len(jobs) == 1, proc.stderr

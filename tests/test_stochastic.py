@@ -11,6 +11,7 @@ import pytest
 
 from src.config import build_method, objective_of, validate
 from src.core.loop import make_run
+from src.core.stochastic import METHODS
 from src.sweep.plan import job_data
 from tests.conftest import compose
 
@@ -94,29 +95,41 @@ SMALL = ("objective=quadratic_sum", "objective.n_inner=1000", "objective.n_outer
          "objective.dim_outer=5", "batch_size=64", "outer_steps=100", "eval_every=25")  # fmt: skip
 
 
-@pytest.mark.parametrize("method", ["soba", "saba", "amigo", "stocbio", "f2sa"])
-def test_minibatch_runs_are_random_and_reproducible(tmp_path, method):
-    """Different seeds: different trajectories; the same seed, run again: bit-identical."""
+@pytest.mark.parametrize("method", list(METHODS))
+def test_minibatch_runs_are_random_reproducible_and_batch_invariant(tmp_path, method):
+    """Every method with minibatches: different seeds give different trajectories; the same
+    seed, run again, is bit-identical; the same job inside a batch of other step sizes,
+    outer ratios and seeds equals it run alone (1e-5, float32)."""
     import pandas as pd
 
     from src.sweep.batching import run_batch
     from src.sweep.plan import Job
     from src.sweep.programs import Programs
 
-    programs = Programs()  # the rerun reuses the compiled program
+    programs = Programs()  # the reruns reuse the compiled program
 
-    def run(name, seed):
-        job = Job(validate(compose(*SMALL, f"method={method}", f"seed={seed}")), tmp_path / name)
-        run_batch([job], programs=programs)
-        return pd.read_parquet(job.out_dir / "metrics.parquet")
+    def job(name, seed, *overrides):
+        return Job(validate(compose(*SMALL, f"method={method}", f"seed={seed}", *overrides)), tmp_path / name)
 
-    a, b, again = run("a", 1), run("b", 2), run("again", 1)
-    assert np.array_equal(a["hypergrad_norm"].to_numpy(), again["hypergrad_norm"].to_numpy())
-    assert not np.allclose(a["hypergrad_norm"].to_numpy(), b["hypergrad_norm"].to_numpy())
+    def read(j):
+        return pd.read_parquet(j.out_dir / "metrics.parquet")
+
+    a, b, again = job("a", 1), job("b", 2), job("again", 1)
+    for j in (a, b, again):
+        run_batch([j], programs=programs)
+    ma, mb, mc = read(a), read(b), read(again)
+    assert np.array_equal(ma["hypergrad_norm"].to_numpy(), mc["hypergrad_norm"].to_numpy())
+    assert not np.allclose(ma["hypergrad_norm"].to_numpy(), mb["hypergrad_norm"].to_numpy())
     # evaluations at rows 0, 25, ..., 100 only; cumulative work grows
-    evaluated = a["grad_h_sq"].notna().to_numpy().nonzero()[0]
+    evaluated = ma["grad_h_sq"].notna().to_numpy().nonzero()[0]
     assert list(evaluated) == [0, 25, 50, 75, 100]
-    assert (np.diff(a["oracle_inner"]) > 0).all() and (np.diff(a["samples_outer"]) > 0).all()
+    assert (np.diff(ma["oracle_inner"]) > 0).all() and (np.diff(ma["samples_outer"]) > 0).all()
+    inside = job("inside", 1)
+    batch = [job("o1", 2, "method.step_size=0.05"), inside, job("o2", 3, "method.outer_ratio=10.0")]
+    run_batch(batch, programs=programs)
+    mi = read(inside)
+    for col in ("hypergrad_norm", "grad_h_sq", "outer_loss", "oracle_inner", "oracle_outer"):
+        np.testing.assert_allclose(mi[col], ma[col], rtol=1e-5, atol=0, err_msg=col)
 
 
 def test_last_minibatch_is_smaller_and_weighted():

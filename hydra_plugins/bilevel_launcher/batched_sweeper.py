@@ -12,8 +12,10 @@ leaves the ``multirun.yaml`` that its directory had.
 ``hydra.sweeper.also``: more grids, each a mapping like ``params``, whose jobs follow the
 main grid's (with the command line's arguments too). A study can so put jobs whose keys
 differ side by side: single-loop methods over ``method.step_size`` next to a full-batch
-reference over ``lr`` (``sweeps/stochastic_quadratic.yaml``). Everything else is the basic
-sweeper's.
+reference over ``lr`` (``sweeps/stochastic_quadratic.yaml``). A grid with ``optional: true``
+runs only where its first job's data can be built (a dataset that is downloaded, when it is
+neither on disk nor downloadable): otherwise the sweep says in one line that it skipped it and
+why (``sweeps/benchmark.yaml``'s ijcnn1 and covtype). Everything else is the basic sweeper's.
 """
 
 from collections.abc import Sequence
@@ -40,6 +42,7 @@ class BatchedSweeper(BasicSweeper):
         super().__init__(max_batch_size=max_batch_size, params=params)
         self.also = [dict(grid) for grid in also or ()]
         self._arguments: list[str] = []
+        self._available: dict[str, str | None] = {}  # optional grids' problems: None, or why not
 
     def split_arguments(self, overrides, max_batch_size):  # the basic sweeper's staticmethod, per instance
         from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -47,11 +50,38 @@ class BatchedSweeper(BasicSweeper):
         jobs = [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         for grid in self.also:
-            extra = parser.parse_overrides([f"{k}={v}" for k, v in grid.items()] + self._arguments)
-            jobs += [job for batch in BasicSweeper.split_arguments(extra, None) for job in batch]
+            optional = str(grid.get("optional", "false")).lower() == "true"
+            keys = {k: v for k, v in grid.items() if k != "optional"}
+            extra = parser.parse_overrides([f"{k}={v}" for k, v in keys.items()] + self._arguments)
+            mine = [job for batch in BasicSweeper.split_arguments(extra, None) for job in batch]
+            if optional and mine and not self._data_available(mine[0], keys):
+                continue
+            jobs += mine
         if max_batch_size is None:
             return [jobs]
         return list(BasicSweeper.split_overrides_to_chunks(jobs, max_batch_size))
+
+    def _data_available(self, overrides: Sequence[str], grid: dict) -> bool:
+        """Whether an optional grid's data can be built (its first job's); else one line."""
+        import sys
+
+        from src.config import validate
+        from src.sweep.plan import job_data
+
+        what = " ".join(f"{k}={v}" for k, v in grid.items() if k.startswith("objective"))
+        if what not in self._available:  # one try per problem, however many grids it has
+            try:
+                from omegaconf import open_dict
+
+                cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+                with open_dict(cfg):
+                    del cfg["hydra"]  # the job's runtime keys (hydra.job.num) are not set yet
+                job_data(validate(cfg))
+                self._available[what] = None
+            except Exception as exc:  # noqa: BLE001 - any reason the data cannot be built skips the grid
+                self._available[what] = str(exc)
+                print(f"Skipped the optional grids [{what}]: their data cannot be built: {exc}", file=sys.stderr)
+        return self._available[what] is None
 
     def sweep(self, arguments: list[str]):
         self._arguments = list(arguments)
