@@ -81,6 +81,10 @@ def test_cli_unknown_metric_is_a_clear_error(sweeps):
     ridge, _ = sweeps
     proc = cli(str(ridge), "--metric", "nope", module="src.aggregate")
     assert proc.returncode == 2 and "unknown --metric nope" in proc.stderr and "Traceback" not in proc.stderr
+    # beside a metric the runs report (another problem's metric, as in study=benchmark's command): said, left out
+    proc = cli(str(ridge), "--metric", "outer_loss", "--metric", "nope", module="src.aggregate")
+    assert proc.returncode == 0 and "no run reports --metric nope (left out)" in proc.stderr
+    assert "nope" not in (ridge / "results.md").read_text()
 
 
 def test_failed_and_unreadable_jobs_are_counted_with_one_warning(sweeps, tmp_path):

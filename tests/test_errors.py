@@ -319,7 +319,7 @@ def test_the_hint_for_a_key_of_a_group_chosen_per_job_is_quoted(tmp_path):
 
     assert per_job_overrides(["method.step_size=0.1"]) == ["method.step_size=0.1"]  # no -m: unchanged
     assert per_job_overrides(["-m", "method=soba", "method.step_size=0.1"])[-1] == "method.step_size=0.1"
-    proc = cli("-m", "study=stochastic_quadratic", "method.step_size=0.01", f"hydra.sweep.dir={tmp_path / 's'}")
+    proc = cli("-m", "study=benchmark", "method.step_size=0.01", f"hydra.sweep.dir={tmp_path / 's'}")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "++method.step_size=VALUE, or as a sweep of one value, 'method.step_size=choice(VALUE)'" in proc.stderr
 

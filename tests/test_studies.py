@@ -14,15 +14,6 @@ REDUCED = {  # one seed, and fewer static groups (each one a compiled program); 
     "lr_seeds": ["hydra.sweeper.params.seed='0,1'", "hydra.sweeper.params.lr='0.01,0.1'"],
     "data_cleaning": ["hydra.sweeper.params.seed=0"],
     # the main grid only (soba, saba), one setting and seed, a smaller problem
-    "stochastic_quadratic": [
-        "hydra.sweeper.also=[]",
-        "seed=1",
-        "method.step_size=choice(0.1)",
-        "method.outer_ratio=choice(1.0)",
-        "objective.n_inner=1024",
-        "objective.n_outer=256",
-        "eval_every=1",
-    ],  # fmt: skip
     "benchmark": [
         "hydra.sweeper.also=[]",
         "seed=1",
@@ -35,13 +26,6 @@ REDUCED = {  # one seed, and fewer static groups (each one a compiled program); 
     "distillation": ["seed=0", "objective.per_class=1,2"],
     "imaml": ["seed=0", "objective.lam=5,10", "objective.test_tasks=10"],
     "sparse_regression": ["hydra.sweeper.params.seed=0", "hydra.sweeper.params.objective='lasso,elastic_net'"],
-    "stochastic_cleaning": [
-        "hydra.sweeper.also=[]",
-        "seed=1",
-        "method.step_size=choice(0.1)",
-        "method.outer_ratio=choice(1.0)",
-        "eval_every=1",
-    ],  # fmt: skip
 }
 # optuna_logreg runs as it comes in tests/test_cluster.py, which checks what optuna was told
 ELSEWHERE = {"optuna_logreg"}

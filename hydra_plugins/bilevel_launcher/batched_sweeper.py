@@ -12,7 +12,7 @@ leaves the ``multirun.yaml`` that its directory had.
 ``hydra.sweeper.also``: more grids, each a mapping like ``params``, whose jobs follow the
 main grid's (with the command line's arguments too). A study can so put jobs whose keys
 differ side by side: single-loop methods over ``method.step_size`` next to a full-batch
-reference over ``lr`` (``sweeps/stochastic_quadratic.yaml``). A grid with ``optional: true``
+reference over ``lr`` (``sweeps/benchmark.yaml``). A grid with ``optional: true``
 runs only where its first job's data can be built (a dataset that is downloaded, when it is
 neither on disk nor downloadable): otherwise the sweep says in one line that it skipped it and
 why (``sweeps/benchmark.yaml``'s ijcnn1 and covtype). Everything else is the basic sweeper's.

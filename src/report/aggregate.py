@@ -79,10 +79,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(warning, file=sys.stderr)
     metrics = args.metric or default_metrics(runs)
     unknown = [m for m in metrics if m not in runs.attrs["metrics"]]
-    if unknown:
-        allowed = ", ".join(sorted(runs.attrs["metrics"]))
+    allowed = ", ".join(sorted(runs.attrs["metrics"]))
+    if unknown and len(unknown) == len(metrics):
         print(f"Error: unknown --metric {', '.join(unknown)}; available: {allowed}", file=sys.stderr)
         return 2
+    if unknown:  # a problem's metric where the runs hold other problems only: said, then left out
+        print(f"Warning: no run reports --metric {', '.join(unknown)} (left out); available: {allowed}",
+              file=sys.stderr)  # fmt: skip
+        metrics = [m for m in metrics if m not in unknown]
     by = swept_keys(runs) if args.by is None else args.by
     unknown = [k for k in by if k not in runs.attrs["config"]]
     if unknown:
@@ -111,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             + (f" over the first {args.best_evals} evaluations" if args.best_evals else "")
         )
         print(f"\nBest setting per {args.best} (by {args.stat} {', '.join(best.attrs['ranked_by'])}; {rule}):")
-        print(pretty(best, metrics).to_markdown(index=False))
+        print(pretty(best, metrics).to_markdown(index=False))  # with --best-by curve: its best_point
         missing = sorted(set(as_text(table[args.best])) - set(as_text(best[args.best])))
         if missing:
             print(f"  no setting of {', '.join(missing)} completed all its jobs: left out", file=sys.stderr)
@@ -154,7 +158,10 @@ def best_settings(runs, table, steps, metrics, by, args) -> pd.DataFrame:
             score = curve_scores(steps, sub, by, metric, args.stat, higher, args.best_evals)
         # the full-batch references (no method node) are told apart by their hypergradient
         keys = [args.best, *(["hypergrad"] if args.best == "method" and "hypergrad" in by else [])]
-        parts.append(best_per(sub, keys, metric, higher, score))
+        chosen = best_per(sub, keys, metric, higher, score)
+        if score is not None:  # what ranked them, shown beside the final values
+            chosen = chosen.assign(best_point=score.loc[chosen.index])
+        parts.append(chosen)
         ranked_by.append(metric)
     best = pd.concat(parts) if len(parts) > 1 else parts[0]
     best.attrs.update(table.attrs, ranked_by=list(dict.fromkeys(ranked_by)))

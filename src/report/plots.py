@@ -385,7 +385,8 @@ def plot_problems(
         ax.set_visible(False)
     fig.suptitle("median and 20-80 % over seeds, a panel per problem", fontsize=9)
     fig.tight_layout()
-    path = out / f"{prefix}{'+'.join(dict.fromkeys(shown)) or 'problems'}_{'steps' if x == 'step' else x}.png"
+    # named by the first metric, as a one-problem figure of the same command is
+    path = out / f"{prefix}{metrics[0]}_{'steps' if x == 'step' else x}.png"
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path

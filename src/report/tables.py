@@ -260,8 +260,9 @@ def curve_scores(
     """Per row of ``table``: the best value of the group's ``stat`` curve over seeds (its
     median or mean at each evaluated step), over its first ``evaluations`` evaluations or all
     of them: how benchmark_bilevel's plot script picks a solver's setting (the lowest median
-    over the first 100 evaluations)."""
+    over the first 100 evaluations); step 0 left out."""
     rows = steps.dropna(subset=[metric])
+    rows = rows[rows["step"] > 0]  # every setting of a method starts from the same point: it ranks none
     if by:
         rows = rows.assign(_group=list(zip(*(as_text(rows[k]) for k in by), strict=True)))
         keys = list(zip(*(as_text(table[k]) for k in by), strict=True))
