@@ -32,6 +32,7 @@ Positive = Annotated[float, at.Gt(0)]
 Decay = Annotated[float, at.Interval(ge=0, le=1)]
 Steps = Annotated[int, at.Ge(1)]
 
+OWN_KEY = 0x5EED  # a method's own randomness: fold_in(job key, OWN_KEY), apart from the samplers'
 tmap = jax.tree.map
 axpy = lambda a, x, y: tmap(lambda xi, yi: yi - a * xi, x, y)  # y - a x
 add = lambda x, y: tmap(jnp.add, x, y)
@@ -152,6 +153,7 @@ class SingleLoop(MethodBase):
         o = self.oracles(objective, data)
         k_in, k_out = jax.random.split(key)
         z0 = data["w0"]
+        own = jax.random.fold_in(key, OWN_KEY) if self.random else None
         return State(
             data["theta0"],
             z0,
@@ -159,6 +161,7 @@ class SingleLoop(MethodBase):
             jnp.asarray(0, jnp.int32),
             o.inner.init(k_in),
             o.outer.init(k_out),
+            key=own,
         )
 
     def freeze(self, keep, moved: State, state: State) -> State:

@@ -29,7 +29,6 @@ from src.core.frozen import frozen, static
 from src.core.objective import Objective
 from src.core.protocol import Report
 from src.core.stochastic.base import (
-    Oracles,
     Positive,
     Schedule,
     SingleLoop,
@@ -42,19 +41,7 @@ from src.core.stochastic.base import (
     scale,
     sub,
 )
-from src.core.stochastic.inner_loops import OWN_KEY
-
-
-def gd(o: Oracles, z, x, sampler, rho, steps: int):
-    """``steps`` gradient steps on ``g(., x)`` (a fresh minibatch each, or the full batch)."""
-
-    def body(carry, _):
-        z, sampler = carry
-        b, sampler = o.inner.next(sampler)
-        return (axpy(rho, o.inner_grad(z, x, b), z), sampler), None
-
-    (z, sampler), _ = jax.lax.scan(body, (z, sampler), None, length=steps)
-    return z, sampler
+from src.core.stochastic.inner_loops import sgd_inner
 
 
 def dot(a, b):
@@ -77,7 +64,7 @@ class BOME(SingleLoop):
         o = self.oracles(objective, data)
         rho, gamma = self.schedule.at(s.t)
         z, x = s.z, s.theta
-        z_star, inner = gd(o, z, x, s.inner, rho, self.n_inner_steps)
+        z_star, inner = sgd_inner(o, z, x, s.inner, rho, self.n_inner_steps)
         b_out, outer = o.outer.next(s.outer)
         fz, fx = o.outer_grads(z, x, b_out)
         b1, inner = o.inner.next(inner)
@@ -112,19 +99,16 @@ class PZOBO(SingleLoop):
     random: ClassVar[bool] = True
     has_v: ClassVar[bool] = False
 
-    def init(self, objective: Objective, data, key) -> State:
-        return super().init(objective, data, key)._replace(key=jax.random.fold_in(key, OWN_KEY))
-
     def step(self, objective: Objective, s: State, data) -> tuple[State, Report]:
         o = self.oracles(objective, data)
         rho, gamma = self.schedule.at(s.t)
         key = jax.random.split(s.key, 1)[0]
         x_flat, unravel = ravel_pytree(s.theta)
-        z, inner = gd(o, s.z, s.theta, s.inner, rho, self.n_inner_steps)
+        z, inner = sgd_inner(o, s.z, s.theta, s.inner, rho, self.n_inner_steps)
         u = jax.random.normal(key, (self.n_gaussian_vectors, x_flat.shape[0]), x_flat.dtype)
 
         def perturbed(sampler, u_q):
-            z_q, sampler = gd(o, s.z, unravel(x_flat + self.mu * u_q), sampler, rho, self.n_inner_steps)
+            z_q, sampler = sgd_inner(o, s.z, unravel(x_flat + self.mu * u_q), sampler, rho, self.n_inner_steps)
             return sampler, scale(1 / self.mu, sub(z_q, z))
 
         inner, deltas = jax.lax.scan(perturbed, inner, u)

@@ -38,8 +38,6 @@ from src.core.stochastic.base import (
 )
 from src.core.stochastic.neumann import hia, shia, truncation
 
-OWN_KEY = 0x5EED  # a method's own randomness: fold_in(job key, OWN_KEY), apart from the samplers'
-
 
 def sgd_inner(o: Oracles, z, x, sampler: SamplerState, rho, steps: int):
     """``steps`` SGD steps on ``g(., x)``, one fresh inner minibatch each."""
@@ -146,9 +144,6 @@ class BSA(InnerLoop):
 
     def v_calls(self) -> int:
         return self.n_hia_steps
-
-    def init(self, objective: Objective, data, key) -> State:
-        return super().init(objective, data, key)._replace(key=jax.random.fold_in(key, OWN_KEY))
 
     def solve_v(self, o: Oracles, s: State, rho, fz, sampler: SamplerState):
         p, key = truncation(s.key, self.n_hia_steps)

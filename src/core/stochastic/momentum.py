@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import jax
 import jax.numpy as jnp
 import optax
 
@@ -45,7 +44,6 @@ from src.core.stochastic.base import (
     sub,
     tmap,
 )
-from src.core.stochastic.inner_loops import OWN_KEY
 from src.core.stochastic.neumann import hia, shia, truncation
 
 zeros = lambda tree: tmap(jnp.zeros_like, tree)
@@ -127,9 +125,6 @@ class SUSTAIN(DoubleMomentum):
 
     def v_calls(self) -> int:
         return self.n_hia_steps
-
-    def init(self, objective: Objective, data, key) -> State:
-        return super().init(objective, data, key)._replace(key=jax.random.fold_in(key, OWN_KEY))
 
     def neumann(self, o, points, rho, s: State, sampler):
         del rho

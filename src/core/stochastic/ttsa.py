@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import jax
 import jax.numpy as jnp
 import optax
 
@@ -21,7 +20,6 @@ from src.core.frozen import frozen, static
 from src.core.objective import Objective
 from src.core.protocol import Report
 from src.core.stochastic.base import Schedule, SingleLoop, State, Steps, axpy, info, lin, scale, sub
-from src.core.stochastic.inner_loops import OWN_KEY
 from src.core.stochastic.neumann import hia, truncation
 
 
@@ -34,9 +32,6 @@ class TTSA(SingleLoop):
     batch_size: int | None = static(None)
     name: ClassVar[str] = "ttsa"
     random: ClassVar[bool] = True
-
-    def init(self, objective: Objective, data, key) -> State:
-        return super().init(objective, data, key)._replace(key=jax.random.fold_in(key, OWN_KEY))
 
     def step(self, objective: Objective, s: State, data) -> tuple[State, Report]:
         o = self.oracles(objective, data)
