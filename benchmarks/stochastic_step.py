@@ -13,7 +13,7 @@ bandwidth and GEMM rate measured in the same process. Each method is compiled bo
 the sweep's options and with XLA's defaults (the before/after), and the four programs are
 timed in turn, best of ``--repeats``, since these shared machines are noisy.
 
-    python benchmarks/stochastic_step.py [--jobs 80] [--steps 300] [--repeats 5]
+    python benchmarks/stochastic_step.py [--jobs 80] [--steps 300] [--repeats 5] [--methods soba,saba]
 """
 
 from __future__ import annotations
@@ -30,7 +30,13 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-METHODS = ("soba", "saba", "amigo", "stocbio", "f2sa")
+METHODS = ("soba", "saba", "srba", "amigo", "stocbio", "bsa", "ttsa", "mrbo", "sustain", "fsla", "vrbo", "f2sa",
+           "bome", "pzobo")  # fmt: skip
+# minibatches (inner, outer) one step draws, at the presets' defaults (BOME and PZOBO: their
+# minibatch variant; SRBA and VRBO: between full passes)
+DRAWS = {"soba": (1, 1), "saba": (1, 1), "srba": (1, 1), "amigo": (21, 1), "stocbio": (21, 1), "bsa": (21, 1),
+         "ttsa": (11, 1), "mrbo": (11, 1), "sustain": (11, 1), "fsla": (3, 2), "vrbo": (110, 10), "f2sa": (22, 11),
+         "bome": (12, 1), "pzobo": (20, 1)}  # fmt: skip
 
 
 def compose(*overrides):
@@ -82,7 +88,7 @@ def step_bytes(objective, data, method: str, batch: int = 64) -> float:
     the five directions, read and written."""
     row = lambda keys: sum(int(np.prod(data[k].shape[1:])) for k in keys) * 4
     inner, outer = row(objective.inner_samples), row(objective.outer_samples)
-    draws = {"soba": (1, 1), "saba": (1, 1), "amigo": (22, 1), "stocbio": (22, 1), "f2sa": (22, 11)}[method]
+    draws = DRAWS[method]
     total = batch * (draws[0] * inner + draws[1] * outer)
     if method == "saba":
         d_in, d_out = data["w0"].size, data["theta0"].size
@@ -111,6 +117,7 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=80)
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated; default: every method")
     args = p.parse_args()
     stream, bandwidth, gemm = machine_limits(args.repeats)
     print(f"this machine: streaming {stream / 1e9:.1f} GB/s, gather {bandwidth / 1e9:.1f} GB/s, "
@@ -120,7 +127,7 @@ def main() -> None:
           "floor µs (stream / gather) | batched / floor | MFLOP/job-step | GFLOP/s batched |")  # fmt: skip
     print("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|")
     per = {}
-    for method in METHODS:
+    for method in args.methods.split(","):
         built = {}
         for plain in (True, False):
             for jobs in (1, args.jobs):
@@ -146,6 +153,8 @@ def main() -> None:
                   f"{batched / floor:.1f}x / {batched / gather_floor:.1f}x | {flops / 1e6:.2f} | "
                   f"{flops / batched / 1e3:.1f} |")  # fmt: skip
     for plain in (True, False):
+        if ("saba", plain) not in per or ("soba", plain) not in per:
+            break
         print(
             f"SABA / SOBA batched ({'XLA default' if plain else 'the sweep'}): "
             f"{per['saba', plain] / per['soba', plain]:.2f}"

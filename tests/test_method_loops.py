@@ -321,15 +321,6 @@ def test_full_batch_run_equals_the_benchmarks_update_rule(method, problem):
         np.testing.assert_array_equal(np.diff(result.metrics["oracle_outer"]), want[1])
 
 
-@pytest.mark.parametrize("method", ["soba", "saba"])
-def test_soba_and_saba_count_as_the_benchmark(method):
-    with jax.enable_x64(True):
-        *_, result = _run(method)
-        want = calls(method)
-        np.testing.assert_array_equal(np.diff(result.metrics["oracle_inner"]), want[0])
-        np.testing.assert_array_equal(np.diff(result.metrics["oracle_outer"]), want[1])
-
-
 @pytest.mark.parametrize(("method", "full", "between"), [("srba", (3, 2), (6, 4)), ("vrbo", (12, 2), (0, 0))])
 def test_full_passes_count_all_batches(method, full, between):
     """With minibatches of 64 out of 200 inner and 50 outer samples, a full pass costs

@@ -95,11 +95,12 @@ SMALL = ("objective=quadratic_sum", "objective.n_inner=1000", "objective.n_outer
          "objective.dim_outer=5", "batch_size=64", "outer_steps=100", "eval_every=25")  # fmt: skip
 
 
-@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("method", [m for m in METHODS if m not in ("bome", "pzobo")])
 def test_minibatch_runs_are_random_reproducible_and_batch_invariant(tmp_path, method):
-    """Every method with minibatches: different seeds give different trajectories; the same
-    seed, run again, is bit-identical; the same job inside a batch of other step sizes,
-    outer ratios and seeds equals it run alone (1e-5, float32)."""
+    """Every minibatch method: different seeds give different trajectories; the same seed,
+    run again, is bit-identical; the same job inside a batch of other step sizes, outer
+    ratios and seeds equals it run alone (1e-5, float32). (BOME and PZOBO run full batch in
+    the benchmark: tests/test_method_loops.py checks them, PZOBO's draws included.)"""
     import pandas as pd
 
     from src.sweep.batching import run_batch
@@ -109,7 +110,8 @@ def test_minibatch_runs_are_random_reproducible_and_batch_invariant(tmp_path, me
     programs = Programs()  # the reruns reuse the compiled program
 
     def job(name, seed, *overrides):
-        return Job(validate(compose(*SMALL, f"method={method}", f"seed={seed}", *overrides)), tmp_path / name)
+        settings = (*SMALL, f"method={method}", f"seed={seed}", "wandb.mode=disabled", *overrides)
+        return Job(validate(compose(*settings)), tmp_path / name)
 
     def read(j):
         return pd.read_parquet(j.out_dir / "metrics.parquet")
