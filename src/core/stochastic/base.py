@@ -91,13 +91,25 @@ class Oracles:
         return jax.grad(self.objective.inner_loss, argnums=1)(z, x, self.batch("inner", batch))
 
     def outer_grads(self, z, x, batch: Batch):
+        """``grad_z f_B'`` and ``grad_x f_B'``: two outer calls."""
         return jax.grad(self.objective.outer_loss, argnums=(0, 1))(z, x, self.batch("outer", batch))
+
+    def outer_grad_z(self, z, x, batch: Batch):
+        return jax.grad(self.objective.outer_loss)(z, x, self.batch("outer", batch))
+
+    def outer_grad_x(self, z, x, batch: Batch):
+        return jax.grad(self.objective.outer_loss, argnums=1)(z, x, self.batch("outer", batch))
 
     def full_inner_all(self, z, x, v):
         """``grad_z g``, ``H v`` and ``J v`` on all samples (a periodic full pass)."""
         g, vjp = jax.vjp(lambda z_, x_: jax.grad(self.objective.inner_loss)(z_, x_, self.data), z, x)
         hv, jv = vjp(v)
         return g, hv, jv
+
+    def full_grad_cross(self, z, x, v):
+        """``grad_z g`` and ``J v`` on all samples (no ``H v``)."""
+        g, vjp = jax.vjp(lambda x_: jax.grad(self.objective.inner_loss)(z, x_, self.data), x)
+        return g, vjp(v)[0]
 
     def full_outer_grads(self, z, x):
         return jax.grad(self.objective.outer_loss, argnums=(0, 1))(z, x, self.data)

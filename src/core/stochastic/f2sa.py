@@ -73,7 +73,7 @@ class F2SA(SingleLoop):
             b_y, inner = o.inner.next(inner)
             b_z, inner = o.inner.next(inner)
             b_o, outer = o.outer.next(outer)
-            dy = add(scale(lmbda, o.inner_grad(y, x, b_y)), o.outer_grads(y, x, b_o)[0])
+            dy = add(scale(lmbda, o.inner_grad(y, x, b_y)), o.outer_grad_z(y, x, b_o))
             return (axpy(rho_y, dy, y), axpy(rho_z, o.inner_grad(z, x, b_z), z), inner, outer), None
 
         (y, z, inner, outer), _ = jax.lax.scan(inner_step, (y, s.z, s.inner, s.outer), None, length=self.n_inner_steps)
@@ -81,7 +81,7 @@ class F2SA(SingleLoop):
         b_1, inner = o.inner.next(inner)
         b_2, inner = o.inner.next(inner)
         penalty = sub(o.inner_grad_x(y, x, b_1), o.inner_grad_x(z, x, b_2))
-        dx = add(o.outer_grads(y, x, b_o)[1], scale(lmbda, penalty))
+        dx = add(o.outer_grad_x(y, x, b_o), scale(lmbda, penalty))
         lmbda = lmbda + decayed(self.delta_lmbda, self.lmbda_decay, s.t)
         moved = s._replace(theta=axpy(gamma, dx, x), z=z, t=s.t + 1, inner=inner, outer=outer, extra=(y, lmbda))
         k = self.n_inner_steps

@@ -120,7 +120,7 @@ class VRBO(SingleLoop):
         def full_pass(d_z, d_x):
             fz, fx = o.full_outer_grads(z, x)
             u = shia_full(o, z, x, fz, hia_lr, self.n_shia_steps)
-            g, _, ju = o.full_inner_all(z, x, u)
+            g, ju = o.full_grad_cross(z, x, u)
             return g, sub(fx, ju)
 
         d_z, d_x = jax.lax.cond(full, full_pass, lambda a, b: (a, b), d_z, d_x)
