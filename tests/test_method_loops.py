@@ -302,9 +302,22 @@ def _run(method, *overrides, problem="quadratic_sum"):
     return run, objective, data, key, result
 
 
+# the oracle calls a step makes, as counted by the instrumented oracles, beyond the
+# benchmark's count: TTSA's Jacobian-vector product (its table entry counts 1 + n_hia_steps)
+BEYOND_THE_TABLE = {"ttsa": (1, 0)}
+UNITS = {  # calls per oracle of the Oracles class (one partial gradient or product each)
+    "inner_grad": (1, 0), "inner_grad_x": (1, 0), "hvp": (1, 0), "cross": (1, 0), "inner_all": (3, 0),
+    "outer_grads": (0, 2), "outer_grad_z": (0, 1), "outer_grad_x": (0, 1), "full_inner_all": (3, 0),
+    "full_grad_cross": (2, 0), "full_hvp": (1, 0), "full_outer_grads": (0, 2),
+}  # fmt: skip
+
+
 @pytest.mark.parametrize("problem", list(PROBLEMS))
 @pytest.mark.parametrize("method", list(LOOPS))
-def test_full_batch_run_equals_the_benchmarks_update_rule(method, problem):
+def test_full_batch_run_equals_the_benchmarks_update_rule(monkeypatch, method, problem):
+    """The run against the loop; the reported counts against the table and, on the
+    quadratic, against the calls the run executes."""
+    tally = tallied(monkeypatch) if problem == "quadratic_sum" else None
     with jax.enable_x64(True):
         run, objective, data, key, result = _run(method, *EXTRA.get(method, ()), problem=problem)
         m = run.tree["method"]
@@ -319,6 +332,8 @@ def test_full_batch_run_equals_the_benchmarks_update_rule(method, problem):
         want = calls(method, period(m, sizes) if more else 1)
         np.testing.assert_array_equal(np.diff(result.metrics["oracle_inner"]), want[0])
         np.testing.assert_array_equal(np.diff(result.metrics["oracle_outer"]), want[1])
+    if tally is not None:
+        assert_counts_are_calls(tally, method, result, m, sizes)
 
 
 @pytest.mark.parametrize(("method", "full", "between"), [("srba", (3, 2), (6, 4)), ("vrbo", (12, 2), (0, 0))])
@@ -341,21 +356,9 @@ def test_full_passes_count_all_batches(method, full, between):
         assert (inner[t], outer[t]) == want, (t, inner[t], outer[t], want)
 
 
-# the oracle calls a step makes, as counted by the instrumented oracles below, beyond the
-# benchmark's count: TTSA's Jacobian-vector product (its table entry counts 1 + n_hia_steps)
-BEYOND_THE_TABLE = {"ttsa": (1, 0)}
-UNITS = {  # calls per oracle of the Oracles class (one partial gradient or product each)
-    "inner_grad": (1, 0), "inner_grad_x": (1, 0), "hvp": (1, 0), "cross": (1, 0), "inner_all": (3, 0),
-    "outer_grads": (0, 2), "outer_grad_z": (0, 1), "outer_grad_x": (0, 1), "full_inner_all": (3, 0),
-    "full_grad_cross": (2, 0), "full_hvp": (1, 0), "full_outer_grads": (0, 2),
-}  # fmt: skip
-
-
-@pytest.mark.parametrize("method", [*LOOPS, "soba", "saba"])
-def test_the_counts_are_the_calls_the_code_makes(monkeypatch, method):
-    """Every oracle call a run executes, tallied by a host callback in each oracle (inside
-    scans, once per iteration; inside a cond, only on the branch taken), equals the counts
-    the run reports (full batch: one call per oracle), but for TTSA's documented extra."""
+def tallied(monkeypatch) -> np.ndarray:
+    """(inner, outer) calls the runs from now on execute, tallied by a host callback in
+    each oracle (inside scans once per iteration; inside a cond only on the branch taken)."""
     from src.core.stochastic import base
 
     tally = np.zeros(2)
@@ -371,14 +374,27 @@ def test_the_counts_are_the_calls_the_code_makes(monkeypatch, method):
 
     for name in UNITS:
         monkeypatch.setattr(base.Oracles, name, counted(name))
-    with jax.enable_x64(True):
-        run, objective, data, _, result = _run(method, *EXTRA.get(method, ()))
-        jax.effects_barrier()
-    m = run.tree["method"]
-    sizes = (data[objective.inner_samples[0]].shape[0], data[objective.outer_samples[0]].shape[0])
+    return tally
+
+
+def assert_counts_are_calls(tally, method, result, m, sizes) -> None:
+    """The executed calls equal the reported counts (full batch: one call per oracle) plus
+    the final row's step (evaluated, not moved), but for TTSA's documented extra."""
+    jax.effects_barrier()
     p = period(m, sizes) if method in ("srba", "vrbo") else 1
     c = CALLS[method]
-    last = c(STEPS, p) if callable(c) else c  # the final row evaluates one more step, reported but not moved
+    last = c(STEPS, p) if callable(c) else c
     extra = np.asarray(BEYOND_THE_TABLE.get(method, (0, 0))) * (STEPS + 1)
     reported = np.array([result.metrics["oracle_inner"][STEPS], result.metrics["oracle_outer"][STEPS]]) + last
     np.testing.assert_array_equal(tally, reported + extra)
+
+
+@pytest.mark.parametrize("method", ["soba", "saba"])
+def test_the_counts_are_the_calls_the_code_makes(monkeypatch, method):
+    """SOBA's and SABA's counts against the executed calls (the other methods: in
+    test_full_batch_run_equals_the_benchmarks_update_rule)."""
+    tally = tallied(monkeypatch)
+    with jax.enable_x64(True):
+        run, objective, data, _, result = _run(method)
+    sizes = (data[objective.inner_samples[0]].shape[0], data[objective.outer_samples[0]].shape[0])
+    assert_counts_are_calls(tally, method, result, run.tree["method"], sizes)

@@ -91,7 +91,7 @@ def test_a_two_group_sweep_through_slurm_equals_it_run_locally(slurm, tmp_path):
 
 # a batch of two jobs that runs for ~6 s in chunks of 50 outer steps
 LONG = ("objective=logreg", "inner_solver=gd", "inner_solver.tol=null", "inner_solver.steps=1000",
-        "outer_steps=1000", "chunk_steps=50", "lr=0.005")  # fmt: skip
+        "outer_steps=500", "chunk_steps=50", "lr=0.005")  # fmt: skip
 
 
 def _wait(predicate, what: str, timeout: float = 300, proc=None) -> None:
@@ -123,7 +123,7 @@ def test_a_batch_signalled_usr2_checkpoints_is_requeued_and_resumes(slurm, tmp_p
         (saved,) = checkpoints.glob("*.npz")
         with np.load(saved) as f:
             meta = json.loads(bytes(f["meta"]).decode())
-        assert meta["reason"] == "stopped" and 0 < meta["steps"] < 1000  # saved on the way out
+        assert meta["reason"] == "stopped" and 0 < meta["steps"] < 500  # saved on the way out
         _slurm(slurm, "scontrol", "update", f"JobId={job_id}", "StartTime=now")  # no begin-time delay
         _, err = proc.communicate(timeout=600)
     finally:
@@ -183,7 +183,9 @@ def test_ctrl_c_of_the_submitting_process_cancels_its_batches_and_a_rerun_resume
     import signal as signals
 
     out = tmp_path / "slurm"
-    cmd = _train(slurm, *LONG, "seed=0,1", "hydra.launcher.checkpoint_every_s=1", out=out)
+    # long enough that the batch is still running when the signal arrives (a first
+    # checkpoint after 1 s, then squeue, then the signal: 500 steps of 1,000 inner steps took 2-3 s here)
+    cmd = _train(slurm, *LONG, "inner_solver.steps=5000", "seed=0,1", "hydra.launcher.checkpoint_every_s=1", out=out)
     proc = subprocess.Popen(cmd, cwd=ROOT, env=slurm, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         checkpoints = out / ".checkpoints"
