@@ -38,6 +38,12 @@ axpy = lambda a, x, y: tmap(lambda xi, yi: yi - a * xi, x, y)  # y - a x
 add = lambda x, y: tmap(jnp.add, x, y)
 sub = lambda x, y: tmap(jnp.subtract, x, y)
 scale = lambda a, x: tmap(lambda xi: a * xi, x)
+zeros = lambda tree: tmap(jnp.zeros_like, tree)
+
+
+def unmeasured():
+    """A diagnostic a method does not compute (it would cost oracle calls of its own): NaN."""
+    return jnp.asarray(jnp.nan, jnp.result_type(float))
 
 
 class State(NamedTuple):
@@ -169,7 +175,7 @@ class SingleLoop(MethodBase):
         return State(
             data["theta0"],
             z0,
-            tmap(jnp.zeros_like, z0),
+            zeros(z0),
             jnp.asarray(0, jnp.int32),
             o.inner.init(k_in),
             o.outer.init(k_out),

@@ -40,6 +40,7 @@ from src.core.stochastic.base import (
     lin,
     scale,
     sub,
+    unmeasured,
 )
 
 
@@ -85,5 +86,4 @@ class F2SA(SingleLoop):
         lmbda = lmbda + decayed(self.delta_lmbda, self.lmbda_decay, s.t)
         moved = s._replace(theta=axpy(gamma, dx, x), z=z, t=s.t + 1, inner=inner, outer=outer, extra=(y, lmbda))
         k = self.n_inner_steps
-        nan = jnp.asarray(jnp.nan, jnp.result_type(float))
-        return moved, self.report(s, dx, info(k, nan), lin(0, nan), o.count(2 * k + 2, k + 1))
+        return moved, self.report(s, dx, info(k, unmeasured()), lin(0, unmeasured()), o.count(2 * k + 2, k + 1))

@@ -40,6 +40,7 @@ from src.core.stochastic.base import (
     lin,
     scale,
     sub,
+    unmeasured,
 )
 from src.core.stochastic.inner_loops import sgd_inner
 
@@ -82,8 +83,7 @@ class BOME(SingleLoop):
         moved = s._replace(z=axpy(rho, d_z, z), theta=axpy(gamma, d_x, x), t=s.t + 1, inner=inner, outer=outer)
         extra = 2 if self.choice_phi == "value" else 0
         work = o.count(self.n_inner_steps + 3 + extra, 2)
-        nan = jnp.asarray(jnp.nan, jnp.result_type(float))
-        return moved, self.report(s, d_x, info(self.n_inner_steps, optax.tree.norm(qz)), lin(0, nan), work)
+        return moved, self.report(s, d_x, info(self.n_inner_steps, optax.tree.norm(qz)), lin(0, unmeasured()), work)
 
 
 @frozen
@@ -119,5 +119,4 @@ class PZOBO(SingleLoop):
         dx = add(estimate, fx)
         moved = s._replace(z=z, theta=axpy(gamma, dx, s.theta), t=s.t + 1, inner=inner, outer=outer, key=key)
         work = o.count(self.n_inner_steps * (1 + self.n_gaussian_vectors), 2)
-        nan = jnp.asarray(jnp.nan, jnp.result_type(float))
-        return moved, self.report(s, dx, info(self.n_inner_steps, nan), lin(0, nan), work)
+        return moved, self.report(s, dx, info(self.n_inner_steps, unmeasured()), lin(0, unmeasured()), work)

@@ -18,7 +18,6 @@ from __future__ import annotations
 from typing import ClassVar
 
 import jax
-import jax.numpy as jnp
 
 from src.core.frozen import frozen, static
 from src.core.objective import Objective
@@ -35,6 +34,7 @@ from src.core.stochastic.base import (
     info,
     lin,
     scale,
+    unmeasured,
 )
 from src.core.stochastic.neumann import hia, shia, truncation
 
@@ -86,8 +86,9 @@ class InnerLoop(SingleLoop):
         z, inner = sgd_inner(o, s.z, theta, inner, rho, self.n_inner_steps)
         moved = s2._replace(theta=theta, z=z, v=v, t=s.t + 1, inner=inner, outer=outer)
         work = o.count(self.n_inner_steps + self.v_calls() + 1, 2)
-        nan = jnp.asarray(jnp.nan, jnp.result_type(float))  # no diagnostics that would cost oracle calls
-        return moved, self.report(s, dx, info(self.n_inner_steps, nan), lin(self.v_calls(), nan), work)
+        return moved, self.report(
+            s, dx, info(self.n_inner_steps, unmeasured()), lin(self.v_calls(), unmeasured()), work
+        )
 
 
 @frozen

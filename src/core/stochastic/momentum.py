@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import jax.numpy as jnp
 import optax
 
 from src.core.frozen import frozen, static
@@ -42,11 +41,10 @@ from src.core.stochastic.base import (
     lin,
     scale,
     sub,
-    tmap,
+    unmeasured,
+    zeros,
 )
 from src.core.stochastic.neumann import hia, shia, truncation
-
-zeros = lambda tree: tmap(jnp.zeros_like, tree)
 
 
 class DoubleMomentum(SingleLoop):
@@ -86,9 +84,8 @@ class DoubleMomentum(SingleLoop):
             z=axpy(rho, d_z, z), theta=axpy(gamma, d_x, x), v=scale(-1.0, u), t=s.t + 1,
             inner=inner, outer=outer, memory=(z, x, d_z, d_x),
         )  # fmt: skip
-        nan = jnp.asarray(jnp.nan, jnp.result_type(float))
         work = o.count(2 * self.v_calls() + 4, 4)
-        return moved, self.report(s, d_x, info(1, nan), lin(self.v_calls(), nan), work)
+        return moved, self.report(s, d_x, info(1, unmeasured()), lin(self.v_calls(), unmeasured()), work)
 
 
 @frozen

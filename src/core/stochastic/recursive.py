@@ -30,7 +30,20 @@ from src.core.frozen import frozen, static
 from src.core.objective import Objective
 from src.core.protocol import Report
 from src.core.sampling import Work
-from src.core.stochastic.base import Oracles, Schedule, SingleLoop, State, Steps, add, axpy, info, lin, sub, tmap
+from src.core.stochastic.base import (
+    Oracles,
+    Schedule,
+    SingleLoop,
+    State,
+    Steps,
+    add,
+    axpy,
+    info,
+    lin,
+    sub,
+    unmeasured,
+    zeros,
+)
 from src.core.stochastic.neumann import shia, shia_full
 
 PeriodFrac = Annotated[float, at.Gt(0)]
@@ -56,7 +69,6 @@ class SRBA(SingleLoop):
 
     def init(self, objective: Objective, data, key) -> State:
         s = super().init(objective, data, key)
-        zeros = lambda tree: tmap(jnp.zeros_like, tree)
         return s._replace(memory=(s.z, s.theta, s.v, zeros(s.z), zeros(s.v), zeros(s.theta)))
 
     def step(self, objective: Objective, s: State, data) -> tuple[State, Report]:
@@ -106,7 +118,6 @@ class VRBO(SingleLoop):
 
     def init(self, objective: Objective, data, key) -> State:
         s = super().init(objective, data, key)
-        zeros = lambda tree: tmap(jnp.zeros_like, tree)
         return s._replace(memory=(zeros(s.z), zeros(s.z), zeros(s.theta)))
 
     def step(self, objective: Objective, s: State, data) -> tuple[State, Report]:
@@ -144,5 +155,4 @@ class VRBO(SingleLoop):
         moved = s._replace(z=z, theta=x_new, t=s.t + 1, inner=inner, outer=outer, memory=(z_old, d_z, d_x_next))
         k, n = self.n_inner_steps, self.n_shia_steps
         work = o.count(k * (4 + 2 * n), 4 * k) + select(full, o.full_pass(2 + n, 2), Work.zero())
-        nan = jnp.asarray(jnp.nan, jnp.result_type(float))
-        return moved, self.report(s, d_x, info(k, nan), lin(n, nan), work)
+        return moved, self.report(s, d_x, info(k, unmeasured()), lin(n, unmeasured()), work)

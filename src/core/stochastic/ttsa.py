@@ -13,13 +13,12 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import jax.numpy as jnp
 import optax
 
 from src.core.frozen import frozen, static
 from src.core.objective import Objective
 from src.core.protocol import Report
-from src.core.stochastic.base import Schedule, SingleLoop, State, Steps, axpy, info, lin, scale, sub
+from src.core.stochastic.base import Schedule, SingleLoop, State, Steps, axpy, info, lin, scale, sub, unmeasured
 from src.core.stochastic.neumann import hia, truncation
 
 
@@ -48,6 +47,5 @@ class TTSA(SingleLoop):
         moved = s._replace(
             theta=axpy(gamma, dx, x), z=z, v=scale(-1.0, u), t=s.t + 1, inner=inner, outer=outer, key=key
         )
-        nan = jnp.asarray(jnp.nan, jnp.result_type(float))
         work = o.count(1 + self.n_hia_steps, 2)
-        return moved, self.report(s, dx, info(1, optax.tree.norm(gz)), lin(self.n_hia_steps, nan), work)
+        return moved, self.report(s, dx, info(1, optax.tree.norm(gz)), lin(self.n_hia_steps, unmeasured()), work)
