@@ -60,6 +60,14 @@ class Stepper(NamedTuple):
     eval_every: int = 1
 
 
+def carry_axes(method) -> Carry:
+    """The ``vmap`` axes of a batch's :class:`Carry` (a prefix of it): ``None`` for what
+    every job holds alike (the row index, and the fields of the method's state that its
+    ``batch_axes`` names), so that a program run in chunks keeps them unbatched from one
+    chunk to the next, as one uninterrupted run does."""
+    return Carry(method.batch_axes(), 0, None, 0, 0)
+
+
 def _finite(tree) -> jax.Array:
     leaves = jax.tree.leaves(tree)
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))

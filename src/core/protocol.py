@@ -11,9 +11,12 @@ optimistix's ``init/step``:
   ``state`` (at ``theta_t``) and what the row of ``theta_t`` reports;
 * ``initial_work(objective, data) -> Work``: the oracle work ``init`` did;
 * ``freeze(keep, moved, state) -> state``: ``moved`` where ``keep``, else ``state`` (a run
-  that diverged stops moving); a method decides what freezes.
+  that diverged stops moving); a method decides what freezes;
+* ``batch_axes() -> prefix of the state``: ``None`` for the fields that every job of a
+  batch holds alike (a step counter: so that a branch on it stays a branch under ``vmap``),
+  ``0`` for the rest; the sweep keeps those fields unbatched between the compiled chunks.
 
-:class:`MethodBase` gives the last two their usual meaning. The loop
+:class:`MethodBase` gives the last three their usual meaning. The loop
 (:func:`src.core.loop.make_run`) knows nothing else of a method.
 
 One sign convention: ``Report.v`` is the method's estimate of ``v* = -H^{-1} grad_w F``,
@@ -55,10 +58,12 @@ class Method(Protocol):
 
     def freeze(self, keep, moved, state) -> Any: ...
 
+    def batch_axes(self) -> Any: ...
+
 
 class MethodBase:
     """The defaults of :class:`Method`: ``init`` costs nothing, every field of the state
-    freezes on divergence."""
+    freezes on divergence and differs between the jobs of a batch."""
 
     def initial_work(self, objective: Objective, data) -> Work:
         del objective, data
@@ -66,6 +71,9 @@ class MethodBase:
 
     def freeze(self, keep, moved, state):
         return jax.tree.map(lambda a, b: jnp.where(keep, a, b), moved, state)
+
+    def batch_axes(self) -> Any:
+        return 0
 
 
 class InnerSolver(Protocol):

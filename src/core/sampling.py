@@ -99,11 +99,16 @@ class Sampler(NamedTuple):
         if self.full:
             state = state._replace(position=jnp.where(wrap, 0, position))
         else:
-            key, sub = jax.random.split(state.key)
-            fresh = jax.random.bits(sub, (ROUNDS,), jnp.uint32)
-            state = SamplerState(
-                jnp.where(wrap, key, state.key), jnp.where(wrap, fresh, state.rounds), jnp.where(wrap, 0, position)
-            )
+
+            def reshuffle(key, rounds):
+                key, sub = jax.random.split(key)
+                return key, jax.random.bits(sub, (ROUNDS,), jnp.uint32)
+
+            # a branch, not a select: where every job of a batch is at the same position (the
+            # single-loop methods; see ``SingleLoop.batch_axes``) ``wrap`` is unbatched under
+            # vmap and the keys are drawn once an epoch instead of every step
+            key, rounds = jax.lax.cond(wrap, reshuffle, lambda *a: a, state.key, state.rounds)
+            state = SamplerState(key, rounds, jnp.where(wrap, 0, position))
         start = index * min(self.size, self.n)
         count = jnp.minimum(self.size, self.n - start)
         return Batch(index, start.astype(jnp.int32), count / self.n), state

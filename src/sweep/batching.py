@@ -91,14 +91,22 @@ def stack_shared(jobs: Sequence[Job], grid: list[list[int]], dtype) -> tuple[dic
     return {"method": method, "data": data}, jax.vmap(jax.vmap(jax.random.key))(seeds)
 
 
-def _vmap_shared(fn: Callable, dynamic_pos: int) -> Callable:
+def _vmap_flat(fn: Callable, in_axes: tuple, out_axes, dynamic_pos: int) -> Callable:
+    """vmap over the jobs (``in_axes``/``out_axes``: 0, or a carry's :func:`~src.core.loop.carry_axes`)."""
+    import jax
+
+    del dynamic_pos
+    return jax.vmap(fn, in_axes=in_axes, out_axes=out_axes)
+
+
+def _vmap_shared(fn: Callable, in_axes: tuple, out_axes, dynamic_pos: int) -> Callable:
     """vmap over datasets of vmap over the jobs that share one: inside, the data are
     unbatched, so the jobs' products with them become one matrix product."""
     import jax
 
-    inner_axes = [0, 0]
+    inner_axes = list(in_axes)
     inner_axes[dynamic_pos] = {"method": 0, "data": None}
-    return jax.vmap(jax.vmap(fn, in_axes=tuple(inner_axes)))
+    return jax.vmap(jax.vmap(fn, in_axes=tuple(inner_axes), out_axes=out_axes), in_axes=in_axes, out_axes=out_axes)
 
 
 def _pad(tree, size: int, target: int):
@@ -145,7 +153,7 @@ def run_batch(
     stops = stops or interrupts.Stops()  # the sweep's: a stop whose exception was dropped
     import jax
 
-    from src.core.loop import make_run, make_stepper
+    from src.core.loop import carry_axes, make_run, make_stepper
 
     programs, clock = programs or Programs(), clock or Clock()
     static = jobs[0].run.static
@@ -167,7 +175,7 @@ def run_batch(
                 target = max(int(np.prod(shape or batch_shape(jobs))), len(jobs))
                 target += (-target) % jax.device_count()
                 dynamic, keys = _shard(_pad((dynamic, keys), len(jobs), target))
-                vmap = lambda fn, dynamic_pos: jax.vmap(fn)
+                vmap = _vmap_flat
         tree = jobs[0].run.tree
         core = (
             objective_of(static),
@@ -184,7 +192,7 @@ def run_batch(
             checkpoint.start()
         if not chunk or chunk >= steps:
             run = make_run(*core)
-            fn = vmap(lambda d, key: run(d["method"], d["data"], key), 0)
+            fn = vmap(lambda d, key: run(d["method"], d["data"], key), (0, 0), 0, 0)
             compiled, compile_s = programs.get("run", static, fn, dynamic, keys)
             t1 = time.perf_counter()
             result = wait_ready(compiled(dynamic, keys))
@@ -192,8 +200,9 @@ def run_batch(
             if on_steps:
                 on_steps(steps)
         else:
+            axes = carry_axes(build_method(jobs[0].run.tree))
             result, compile_s, run_s = _run_chunked(
-                programs, static, stepper, dynamic, keys, chunk, on_steps, vmap, checkpoint, stops
+                programs, static, stepper, dynamic, keys, chunk, on_steps, vmap, axes, checkpoint, stops
             )
         if shared:  # back from the (datasets, M) grid to one entry per job
             result = jax.tree.map(lambda x: np.asarray(x)[where[:, 0], where[:, 1]], result)
@@ -227,26 +236,28 @@ def _on_dynamic(stepper):
 
 
 def _run_chunked(
-    programs: Programs, static, stepper, dynamic, keys, chunk: int, on_steps, vmap, checkpoint=None, stops=None
+    programs: Programs, static, stepper, dynamic, keys, chunk: int, on_steps, vmap, axes, checkpoint=None, stops=None
 ):
     """The same loop in chunks of ``chunk`` outer steps, with progress between chunks; with a
     ``checkpoint`` (:class:`src.sweep.checkpoints.BatchCheckpoint`), resumed from it and saved at
-    chunk boundaries (periodically, and when a stop ends the loop)."""
+    chunk boundaries (periodically, and when a stop ends the loop). ``axes``: the carry's
+    batch axes (:func:`src.core.loop.carry_axes`), so that what every job holds alike stays
+    unbatched across chunks."""
     stops = stops or interrupts.Stops()
     import jax
     import jax.numpy as jnp
 
-    init, compile_s = programs.get("init", static, vmap(stepper.init, 0), dynamic, keys)
+    init, compile_s = programs.get("init", static, vmap(stepper.init, (0, 0), axes, 0), dynamic, keys)
     carry = init(dynamic, keys)
     sizes = [chunk] * (stepper.steps // chunk) + ([stepper.steps % chunk] if stepper.steps % chunk else [])
     # a chunk's program depends on its length and where in it the evaluations fall
     shapes = [(n, (i * chunk) % stepper.eval_every) for i, n in enumerate(sizes)]
     advance = {}
     for n, phase in sorted(set(shapes)):
-        fn = vmap(lambda c, d, n=n, phase=phase: stepper.advance(c, d, n, phase), 1)
+        fn = vmap(lambda c, d, n=n, phase=phase: stepper.advance(c, d, n, phase), (axes, 0), (axes, 0), 1)
         advance[n, phase], seconds = programs.get(f"advance{n}@{phase}", static, fn, carry, dynamic)
         compile_s += seconds
-    finish, seconds = programs.get("finish", static, vmap(stepper.finish, 1), carry, dynamic)
+    finish, seconds = programs.get("finish", static, vmap(stepper.finish, (axes, 0), 0, 1), carry, dynamic)
     compile_s += seconds
     # (chunks done, carry after them, their rows): replaced in one assignment, so that a
     # stop arriving anywhere leaves a consistent state to save

@@ -161,6 +161,7 @@ class SingleLoop(MethodBase):
     name: ClassVar[str]
     has_v: ClassVar[bool] = True
     random: ClassVar[bool] = False  # draws at random beyond the minibatches (from State.key)
+    lockstep: ClassVar[bool] = True  # every job draws the same number of minibatches per step
     schedule: Schedule
     batch_size: int | None
 
@@ -183,11 +184,22 @@ class SingleLoop(MethodBase):
         )
 
     def freeze(self, keep, moved: State, state: State) -> State:
-        """Every field freezes on divergence but the step counter, which stays the same in
-        every job of a batch (unbatched), so that a method's periodic full pass is one
-        branch (``lax.cond``), not both under ``vmap``."""
-        frozen_part = super().freeze(keep, moved._replace(t=None), state._replace(t=None))
-        return frozen_part._replace(t=moved.t)
+        """Every field freezes on divergence but the step counter and the samplers, which
+        stay the same in every job of a batch (unbatched, :meth:`batch_axes`), so that a
+        periodic full pass and an epoch's reshuffle are one branch (``lax.cond``), not both
+        under ``vmap``. (A diverged job's rows after its divergence are not kept, so where
+        its samplers are then does not show.)"""
+        clock = dict(t=None, inner=None, outer=None)
+        frozen_part = super().freeze(keep, moved._replace(**clock), state._replace(**clock))
+        return frozen_part._replace(t=moved.t, inner=moved.inner, outer=moved.outer)
+
+    def batch_axes(self) -> State:
+        """The step counter, and the samplers' positions where every job draws the same
+        number of minibatches per step (not so under a random truncation: ``lockstep``),
+        are the same in every job of a batch."""
+        position = None if self.lockstep else 0
+        sampler = SamplerState(0, 0, position)
+        return State(0, 0, 0, None, sampler, sampler, 0, 0, 0)
 
     def report(self, state: State, dx, info_z, info_v, work: Work) -> Report:
         """The row of ``theta_t``: ``w = z_t``, ``grad`` = the outer direction, ``v = v_t``."""

@@ -142,6 +142,7 @@ class BSA(InnerLoop):
     batch_size: int | None = static(None)
     name: ClassVar[str] = "bsa"
     random: ClassVar[bool] = True
+    lockstep: ClassVar[bool] = False  # a random number of minibatches per step (hia)
 
     def v_calls(self) -> int:
         return self.n_hia_steps

@@ -119,6 +119,7 @@ class SUSTAIN(DoubleMomentum):
     batch_size: int | None = static(None)
     name: ClassVar[str] = "sustain"
     random: ClassVar[bool] = True
+    lockstep: ClassVar[bool] = False  # a random number of minibatches per step (hia)
 
     def v_calls(self) -> int:
         return self.n_hia_steps

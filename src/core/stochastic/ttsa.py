@@ -31,6 +31,7 @@ class TTSA(SingleLoop):
     batch_size: int | None = static(None)
     name: ClassVar[str] = "ttsa"
     random: ClassVar[bool] = True
+    lockstep: ClassVar[bool] = False  # a random number of minibatches per step (hia)
 
     def step(self, objective: Objective, s: State, data) -> tuple[State, Report]:
         o = self.oracles(objective, data)
