@@ -107,3 +107,23 @@ def test_a_batch_run_in_chunks_branches_as_one_run_does(tmp_path, method):
     assert advance
     for hlo in advance:
         assert ("conditional(" in hlo) == (method != "ttsa"), method
+
+
+def test_the_jobs_of_one_seed_draw_their_minibatches_once(tmp_path):
+    """A batch is laid out as (datasets, seeds, jobs of a seed): a grid of 3 step sizes x 2
+    seeds gathers 2 minibatches of rows per draw, not 6, and the step sizes' products with
+    them are matrix products; the planner puts a grid's seeds and settings on that grid."""
+    from src.sweep.plan import plan_batches
+
+    settings = ("objective=quadratic_sum", "objective.n_inner=640", "objective.n_outer=256", "method=soba",
+                "batch_size=32", "outer_steps=3", "eval_every=3")  # fmt: skip
+    grid = [(s, lr) for s in (1, 2) for lr in (0.1, 0.05, 0.01)]
+    jobs = [Job(validate(compose(*settings, f"seed={s}", f"method.step_size={lr}")), tmp_path / f"{s}-{lr}")
+            for s, lr in grid]  # fmt: skip
+    assert [shape for _, _, shape in plan_batches(jobs, range(6), 1024)[1]] == [(1, 2, 3)]
+    assert [shape for _, _, shape in plan_batches(jobs, range(6), 4)[1]] == [(1, 1, 3)] * 2
+    programs = Programs()
+    run_batch(jobs, programs=programs)
+    (compiled,) = programs._executables.values()
+    blocks = set(re.findall(r"f32\[([\d,]+),32,100\]", compiled.as_text()))  # minibatch rows of (32, 100)
+    assert blocks and all(int(np.prod([int(d) for d in b.split(",")])) == 2 for b in blocks), blocks

@@ -99,7 +99,7 @@ SMALL = ("objective=quadratic_sum", "objective.n_inner=1000", "objective.n_outer
 def test_minibatch_runs_are_random_reproducible_and_batch_invariant(tmp_path, method):
     """Every minibatch method: different seeds give different trajectories; the same seed,
     run again, is bit-identical; the same job inside a batch of other step sizes, outer
-    ratios and seeds equals it run alone (1e-5, float32). (BOME and PZOBO run full batch in
+    ratios and seeds, one of them with its seed, equals it run alone (1e-5, float32). (BOME and PZOBO run full batch in
     the benchmark: tests/test_method_loops.py checks them, PZOBO's draws included.)"""
     import pandas as pd
 
@@ -127,7 +127,9 @@ def test_minibatch_runs_are_random_reproducible_and_batch_invariant(tmp_path, me
     assert list(evaluated) == [0, 25, 50, 75, 100]
     assert (np.diff(ma["oracle_inner"]) > 0).all() and (np.diff(ma["samples_outer"]) > 0).all()
     inside = job("inside", 1)
-    batch = [job("o1", 2, "method.step_size=0.05"), inside, job("o2", 3, "method.outer_ratio=10.0")]
+    # o3 shares inside's seed: the two draw their minibatches once (the batch's (dataset, seed, job) layout)
+    batch = [job("o1", 2, "method.step_size=0.05"), inside, job("o2", 3, "method.outer_ratio=10.0"),
+             job("o3", 1, "method.step_size=0.05")]  # fmt: skip
     run_batch(batch, programs=programs)
     mi = read(inside)
     for col in ("hypergrad_norm", "grad_h_sq", "outer_loss", "oracle_inner", "oracle_outer"):
@@ -301,3 +303,20 @@ def test_a_researchers_own_method_runs_in_a_sweep(tmp_path):
     for col in ("hypergrad_norm", "grad_h_sq", "outer_loss"):
         np.testing.assert_allclose(unclipped[col], reference[col], rtol=1e-6, err_msg=col)
     assert (clipped["hypergrad_norm"] <= 0.01 * (1 + 1e-5)).all() and (reference["hypergrad_norm"] > 0.01).any()
+
+
+def test_quadratic_sums_losses_from_its_means_equal_the_sums_over_its_samples():
+    """The evaluation rows of ``quadratic_sum`` take G and F from the means of its factors
+    (``Objective.full_losses``: O(d^2) instead of a pass over 33,792 samples); they are the
+    same numbers as the means of the per-sample losses, at points away from the solution."""
+    from src.core.objective import losses
+
+    with jax.enable_x64(True):
+        _, objective, data = _setup("objective=quadratic_sum", "objective.n_inner=3000", "objective.n_outer=500")
+        rng = np.random.default_rng(0)
+        for _ in range(3):
+            z, x = jnp.asarray(rng.standard_normal(100)), jnp.asarray(3 * rng.standard_normal(10))
+            g, f = losses(objective, z, x, data)
+            assert float(g) == pytest.approx(float(objective.inner_loss(z, x, data)), rel=1e-12)
+            assert float(f) == pytest.approx(float(objective.outer_loss(z, x, data)), rel=1e-12)
+            assert abs(float(g)) > 1e-3 and abs(float(f)) > 1e-3

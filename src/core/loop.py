@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import optax
 from jax.flatten_util import ravel_pytree
 
-from src.core.objective import Objective
+from src.core.objective import Objective, losses
 from src.core.reference import reference
 from src.core.sampling import Work
 
@@ -60,12 +60,13 @@ class Stepper(NamedTuple):
     eval_every: int = 1
 
 
-def carry_axes(method) -> Carry:
+def carry_axes(method, per_key: bool = False) -> Carry:
     """The ``vmap`` axes of a batch's :class:`Carry` (a prefix of it): ``None`` for what
     every job holds alike (the row index, and the fields of the method's state that its
     ``batch_axes`` names), so that a program run in chunks keeps them unbatched from one
-    chunk to the next, as one uninterrupted run does."""
-    return Carry(method.batch_axes(), 0, None, 0, 0)
+    chunk to the next, as one uninterrupted run does. ``per_key``: the axes among jobs that
+    share one key (one seed), where also what is drawn from the key is held alike."""
+    return Carry(method.batch_axes(per_key), 0, None, 0, None if per_key else 0)
 
 
 def _finite(tree) -> jax.Array:
@@ -94,10 +95,8 @@ def make_stepper(objective: Objective, steps: int, newton_steps: int | None = No
     evaluations these columns are NaN."""
 
     def evaluation(method, r, theta, data) -> dict:
-        out = {
-            "outer_loss": objective.outer_loss(r.w, theta, data),
-            "inner_loss": objective.inner_loss(r.w, theta, data),
-        }
+        inner_loss, outer_loss = losses(objective, r.w, theta, data)
+        out = {"outer_loss": outer_loss, "inner_loss": inner_loss}
         ref = reference(objective, theta, r.w, data, newton_steps)
         if ref is None and objective.hypergrad_at is not None:  # a closed form at the computed solution
             exact = objective.hypergrad_at(r.w, theta, data)

@@ -75,6 +75,18 @@ class Objective(NamedTuple):
     sample (:mod:`src.core.sampling`); its loss takes means with ``sampling.mean``."""
     outer_samples: tuple[str, ...] = ()
     """The same for the outer problem ``F``."""
+    full_losses: Callable[[Any, Any, Data], tuple[Any, Any]] | None = None
+    """``(G, F)`` at ``(w, theta)`` on all samples without a pass over them (a quadratic's from
+    the means of its factors, stored with the data): the evaluation rows use it, so that a
+    finite sum's table does not cost a full pass per row; equal to ``inner_loss`` and
+    ``outer_loss`` on the whole data (tests/test_objectives.py)."""
+
+
+def losses(objective: Objective, w, theta, data) -> tuple[Any, Any]:
+    """``(G, F)`` at ``(w, theta)`` on all the data (from ``full_losses`` where the objective has it)."""
+    if objective.full_losses is not None:
+        return objective.full_losses(w, theta, data)
+    return objective.inner_loss(w, theta, data), objective.outer_loss(w, theta, data)
 
 
 def scalar_theta_metrics(theta) -> dict[str, Any]:

@@ -12,9 +12,10 @@ optimistix's ``init/step``:
 * ``initial_work(objective, data) -> Work``: the oracle work ``init`` did;
 * ``freeze(keep, moved, state) -> state``: ``moved`` where ``keep``, else ``state`` (a run
   that diverged stops moving); a method decides what freezes;
-* ``batch_axes() -> prefix of the state``: ``None`` for the fields that every job of a
-  batch holds alike (a step counter: so that a branch on it stays a branch under ``vmap``),
-  ``0`` for the rest; the sweep keeps those fields unbatched between the compiled chunks.
+* ``batch_axes(per_key) -> prefix of the state``: ``None`` for the fields that every job of
+  a batch holds alike (a step counter: so that a branch on it stays a branch under
+  ``vmap``), and with ``per_key`` also those that jobs with one key (one seed) hold alike
+  (minibatch samplers), ``0`` for the rest: the sweep keeps them unbatched.
 
 :class:`MethodBase` gives the last three their usual meaning. The loop
 (:func:`src.core.loop.make_run`) knows nothing else of a method.
@@ -58,7 +59,7 @@ class Method(Protocol):
 
     def freeze(self, keep, moved, state) -> Any: ...
 
-    def batch_axes(self) -> Any: ...
+    def batch_axes(self, per_key: bool = False) -> Any: ...
 
 
 class MethodBase:
@@ -72,7 +73,8 @@ class MethodBase:
     def freeze(self, keep, moved, state):
         return jax.tree.map(lambda a, b: jnp.where(keep, a, b), moved, state)
 
-    def batch_axes(self) -> Any:
+    def batch_axes(self, per_key: bool = False) -> Any:
+        del per_key
         return 0
 
 

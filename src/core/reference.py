@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from src.core.hypergrad import exact_hypergrad
-from src.core.objective import Objective
+from src.core.objective import Objective, losses
 
 DENSE_MAX = 1000  # unknowns up to which Hessians are materialized
 CG_MAXITER = 500
@@ -71,5 +71,5 @@ def reference(objective: Objective, theta, w, data, newton_steps: int | None) ->
     else:  # grad h = d_theta F + (d_theta grad_w G)^T v*
         cross = jax.vjp(lambda th: grad_w(w_star, th), theta)[1](v_star)[0]
         grad = jax.tree.map(jnp.add, dF_dtheta, cross)
-    value = objective.outer_loss(unravel(w_star), theta, data)
+    value = losses(objective, unravel(w_star), theta, data)[1]
     return Reference(unravel(w_star), unravel(v_star), value, grad)

@@ -109,6 +109,13 @@ def make(
     def means(d, part):  # the full sums' matrices, stored with the data
         return tuple(d[f"{k}_{part}_mean"] for k in ("H", "K", "C", "a", "b"))
 
+    def quadratic(z, x, d, part):
+        H, K, C, a, b = means(d, part)
+        return 0.5 * z @ H @ z + 0.5 * x @ K @ x + x @ C @ z + a @ z + b @ x
+
+    def full_losses(z, x, d):  # the means of the samples' quadratics: O(d^2), not O(n d)
+        return quadratic(z, x, d, "in"), quadratic(z, x, d, "out")
+
     def inner_solution(x, d):
         H, _, C, a, _ = means(d, "in")
         return -jnp.linalg.solve(H, a + C.T @ x)
@@ -134,6 +141,7 @@ def make(
         randomness="",
         inner_samples=INNER,
         outer_samples=OUTER,
+        full_losses=full_losses,
     )
 
 

@@ -20,7 +20,7 @@ from src.config import RunConfig, build_method, objective_of
 from src.sweep import interrupts
 from src.sweep.checkpoints import BatchCheckpoint
 from src.sweep.files import clear_results
-from src.sweep.plan import Job, batch_shape, data_groups, job_data
+from src.sweep.plan import Job, batch_shape, job_data, key_groups
 from src.sweep.programs import Clock, Programs, wait_ready
 from src.sweep.record import write_job
 
@@ -64,49 +64,82 @@ def _stack(jobs: Sequence[Job], dtype) -> tuple[dict, Any]:
     return {"method": method, "data": data}, jax.vmap(jax.random.key)(seeds)
 
 
-def _shared_layout(jobs: Sequence[Job], shape: tuple[int, int]) -> tuple[list[list[int]], np.ndarray]:
-    """The jobs on a (datasets, M) grid of ``shape``: each dataset's jobs padded to ``M`` by
-    repeating its last job, the grid padded to its rows by repeating its last row (padded
-    members' outputs are dropped); returns the grid and each job's (dataset, slot)."""
-    grid = data_groups(jobs)
-    d, m = shape
-    assert len(grid) <= d and all(len(g) <= m for g in grid), (shape, [len(g) for g in grid])
-    where = np.zeros((len(jobs), 2), int)
-    for u, group in enumerate(grid):
-        for slot, i in enumerate(group):
-            where[i] = u, slot
-    rows = [g + [g[-1]] * (m - len(g)) for g in grid]
-    return rows + [rows[-1]] * (d - len(rows)), where
+def _shared_layout(jobs: Sequence[Job], shape: tuple[int, int, int]) -> tuple[list, np.ndarray]:
+    """The jobs on a (datasets, seeds, K) grid of ``shape`` (:func:`~src.sweep.plan.key_groups`):
+    each seed's jobs padded to ``K`` by repeating its last job, each dataset's seeds to their
+    count by repeating its last seed, the datasets by repeating the last (padded members'
+    outputs are dropped); returns the grid and each job's (dataset, seed, slot)."""
+    grid = key_groups(jobs)
+    d, n_seeds, k = shape
+    assert len(grid) <= d and all(len(r) <= n_seeds and all(len(g) <= k for g in r) for r in grid), shape
+    where = np.zeros((len(jobs), 3), int)
+    for u, row in enumerate(grid):
+        for a, group in enumerate(row):
+            for slot, i in enumerate(group):
+                where[i] = u, a, slot
+    pad = lambda xs, n: xs + [xs[-1]] * (n - len(xs))
+    rows = [pad([pad(g, k) for g in row], n_seeds) for row in grid]
+    return pad(rows, d), where
 
 
-def stack_shared(jobs: Sequence[Job], grid: list[list[int]], dtype) -> tuple[dict, Any]:
-    """Shared layout: the method's leaves and the keys are (datasets, M); each dataset's data is stored once."""
+def stack_shared(jobs: Sequence[Job], grid: list, dtype) -> tuple[dict, Any]:
+    """Shared layout: the method's leaves are (datasets, seeds, K), the keys (datasets,
+    seeds): each dataset's data are stored once, each seed's key once."""
     import jax
     import jax.numpy as jnp
 
-    method = _stack_methods([[jobs[i].run for i in row] for row in grid], dtype)
-    datas = [job_data(jobs[row[0]].run) for row in grid]
+    method = _stack_methods([[jobs[i].run for g in row for i in g] for row in grid], dtype)
+    method = jax.tree.map(lambda x: x.reshape(len(grid), len(grid[0]), len(grid[0][0]), *x.shape[2:]), method)
+    datas = [job_data(jobs[row[0][0]].run) for row in grid]
     data = {k: cast(np.stack([d[k] for d in datas]), dtype) for k in datas[0]}
-    seeds = jnp.asarray([[jobs[i].run.seed for i in row] for row in grid], jnp.uint32)
+    seeds = jnp.asarray([[jobs[g[0]].run.seed for g in row] for row in grid], jnp.uint32)
     return {"method": method, "data": data}, jax.vmap(jax.vmap(jax.random.key))(seeds)
 
 
-def _vmap_flat(fn: Callable, in_axes: tuple, out_axes, dynamic_pos: int) -> Callable:
-    """vmap over the jobs (``in_axes``/``out_axes``: 0, or a carry's :func:`~src.core.loop.carry_axes`)."""
-    import jax
+class Layout:
+    """How a batch's arguments map onto its batch axes, one ``vmap`` per level (outermost
+    first), each a role -> axes dict: ``dynamic`` (``{"method", "data"}``), ``key``,
+    ``carry`` (:func:`~src.core.loop.carry_axes`) and ``rows`` (per-job outputs)."""
 
-    del dynamic_pos
-    return jax.vmap(fn, in_axes=in_axes, out_axes=out_axes)
+    def __init__(self, levels: list[dict]) -> None:
+        self.levels = levels
 
+    @property
+    def ndim(self) -> int:
+        """The number of batch axes in front of each output (the rows' step axis follows)."""
+        return len(self.levels)
 
-def _vmap_shared(fn: Callable, in_axes: tuple, out_axes, dynamic_pos: int) -> Callable:
-    """vmap over datasets of vmap over the jobs that share one: inside, the data are
-    unbatched, so the jobs' products with them become one matrix product."""
-    import jax
+    @classmethod
+    def flat(cls, method) -> Layout:
+        """Every leaf, data included, batched once per job (several devices: sharded)."""
+        from src.core.loop import carry_axes
 
-    inner_axes = list(in_axes)
-    inner_axes[dynamic_pos] = {"method": 0, "data": None}
-    return jax.vmap(jax.vmap(fn, in_axes=tuple(inner_axes), out_axes=out_axes), in_axes=in_axes, out_axes=out_axes)
+        return cls([{"dynamic": 0, "key": 0, "carry": carry_axes(method), "rows": 0}])
+
+    @classmethod
+    def shared(cls, method) -> Layout:
+        """vmap over datasets of vmap over seeds of vmap over the jobs of one seed: inside,
+        the data are unbatched, so the jobs' products with them become matrix products, and
+        so are the minibatches and everything else a job draws from its key (the carry's
+        ``carry_axes(method, per_key=True)``): the jobs of one seed gather their rows once."""
+        from src.core.loop import carry_axes
+
+        axes = carry_axes(method)
+        shared = {"method": 0, "data": None}
+        return cls([
+            {"dynamic": 0, "key": 0, "carry": axes, "rows": 0},
+            {"dynamic": shared, "key": 0, "carry": axes, "rows": 0},
+            {"dynamic": shared, "key": None, "carry": carry_axes(method, per_key=True), "rows": 0},
+        ])  # fmt: skip
+
+    def vmap(self, fn: Callable, args: tuple[str, ...], out: str | tuple[str, ...]) -> Callable:
+        """``fn`` over the batch; ``args`` and ``out`` name each argument's and output's role."""
+        import jax
+
+        for level in reversed(self.levels):
+            out_axes = level[out] if isinstance(out, str) else tuple(level[o] for o in out)
+            fn = jax.vmap(fn, in_axes=tuple(level[a] for a in args), out_axes=out_axes)
+        return fn
 
 
 def _pad(tree, size: int, target: int):
@@ -153,7 +186,7 @@ def run_batch(
     stops = stops or interrupts.Stops()  # the sweep's: a stop whose exception was dropped
     import jax
 
-    from src.core.loop import carry_axes, make_run, make_stepper
+    from src.core.loop import make_run, make_stepper
 
     programs, clock = programs or Programs(), clock or Clock()
     static = jobs[0].run.static
@@ -165,17 +198,18 @@ def run_batch(
     with precision_context(precision):
         dtype = jax.numpy.float64 if precision == "float64" else jax.numpy.float32
         shared = jax.device_count() == 1  # several devices: the flat layout, sharded
+        method = build_method(jobs[0].run.tree)
         with clock.timed("data_s"):
             if shared:
                 grid, where = _shared_layout(jobs, shape or batch_shape(jobs))
                 dynamic, keys = stack_shared(jobs, grid, dtype)
-                vmap = _vmap_shared
+                layout = Layout.shared(method)
             else:
                 dynamic, keys = _stack(jobs, dtype)
                 target = max(int(np.prod(shape or batch_shape(jobs))), len(jobs))
                 target += (-target) % jax.device_count()
                 dynamic, keys = _shard(_pad((dynamic, keys), len(jobs), target))
-                vmap = _vmap_flat
+                layout = Layout.flat(method)
         tree = jobs[0].run.tree
         core = (
             objective_of(static),
@@ -187,12 +221,12 @@ def run_batch(
         steps = stepper.steps
         checkpoint = None
         if checkpoints:
-            layout = (shape or batch_shape(jobs), chunk, jax.device_count(), precision)
-            checkpoint = BatchCheckpoint.for_batch(jobs, layout, checkpoint_every_s)
+            shapes = (shape or batch_shape(jobs), chunk, jax.device_count(), precision)
+            checkpoint = BatchCheckpoint.for_batch(jobs, shapes, checkpoint_every_s)
             checkpoint.start()
         if not chunk or chunk >= steps:
             run = make_run(*core)
-            fn = vmap(lambda d, key: run(d["method"], d["data"], key), (0, 0), 0, 0)
+            fn = layout.vmap(lambda d, key: run(d["method"], d["data"], key), ("dynamic", "key"), "rows")
             compiled, compile_s = programs.get("run", static, fn, dynamic, keys)
             t1 = time.perf_counter()
             result = wait_ready(compiled(dynamic, keys))
@@ -200,12 +234,11 @@ def run_batch(
             if on_steps:
                 on_steps(steps)
         else:
-            axes = carry_axes(build_method(jobs[0].run.tree))
             result, compile_s, run_s = _run_chunked(
-                programs, static, stepper, dynamic, keys, chunk, on_steps, vmap, axes, checkpoint, stops
+                programs, static, stepper, dynamic, keys, chunk, on_steps, layout, checkpoint, stops
             )
-        if shared:  # back from the (datasets, M) grid to one entry per job
-            result = jax.tree.map(lambda x: np.asarray(x)[where[:, 0], where[:, 1]], result)
+        if shared:  # back from the (datasets, seeds, K) grid to one entry per job
+            result = jax.tree.map(lambda x: np.asarray(x)[where[:, 0], where[:, 1], where[:, 2]], result)
         else:
             result = jax.tree.map(lambda x: np.asarray(x)[: len(jobs)], result)
     clock.add("compile_s", compile_s)
@@ -236,33 +269,46 @@ def _on_dynamic(stepper):
 
 
 def _run_chunked(
-    programs: Programs, static, stepper, dynamic, keys, chunk: int, on_steps, vmap, axes, checkpoint=None, stops=None
+    programs: Programs,
+    static,
+    stepper,
+    dynamic,
+    keys,
+    chunk: int,
+    on_steps,
+    layout: Layout,
+    checkpoint=None,
+    stops=None,
 ):
     """The same loop in chunks of ``chunk`` outer steps, with progress between chunks; with a
     ``checkpoint`` (:class:`src.sweep.checkpoints.BatchCheckpoint`), resumed from it and saved at
-    chunk boundaries (periodically, and when a stop ends the loop). ``axes``: the carry's
-    batch axes (:func:`src.core.loop.carry_axes`), so that what every job holds alike stays
-    unbatched across chunks."""
+    chunk boundaries (periodically, and when a stop ends the loop). ``layout`` keeps what the
+    jobs hold alike (:func:`src.core.loop.carry_axes`) unbatched across chunks."""
     stops = stops or interrupts.Stops()
     import jax
     import jax.numpy as jnp
 
-    init, compile_s = programs.get("init", static, vmap(stepper.init, (0, 0), axes, 0), dynamic, keys)
+    init = layout.vmap(stepper.init, ("dynamic", "key"), "carry")
+    init, compile_s = programs.get("init", static, init, dynamic, keys)
     carry = init(dynamic, keys)
     sizes = [chunk] * (stepper.steps // chunk) + ([stepper.steps % chunk] if stepper.steps % chunk else [])
     # a chunk's program depends on its length and where in it the evaluations fall
     shapes = [(n, (i * chunk) % stepper.eval_every) for i, n in enumerate(sizes)]
     advance = {}
     for n, phase in sorted(set(shapes)):
-        fn = vmap(lambda c, d, n=n, phase=phase: stepper.advance(c, d, n, phase), (axes, 0), (axes, 0), 1)
+        fn = layout.vmap(
+            lambda c, d, n=n, phase=phase: stepper.advance(c, d, n, phase), ("carry", "dynamic"), ("carry", "rows")
+        )
         advance[n, phase], seconds = programs.get(f"advance{n}@{phase}", static, fn, carry, dynamic)
         compile_s += seconds
-    finish, seconds = programs.get("finish", static, vmap(stepper.finish, (axes, 0), 0, 1), carry, dynamic)
+    finish, seconds = programs.get(
+        "finish", static, layout.vmap(stepper.finish, ("carry", "dynamic"), "rows"), carry, dynamic
+    )
     compile_s += seconds
     # (chunks done, carry after them, their rows): replaced in one assignment, so that a
     # stop arriving anywhere leaves a consistent state to save
     progress = (0, carry, ())
-    axis = jax.tree.leaves(keys)[0].ndim  # the step axis follows the batch axes
+    axis = layout.ndim  # the step axis follows the batch axes
     loaded = checkpoint.load(carry, sizes, axis) if checkpoint is not None else None
     if loaded is not None:
         progress = (loaded[0], loaded[1], tuple(loaded[2]))

@@ -4,8 +4,8 @@
 * :func:`job_data`: a job's host-side data, memoized for the sweep in flight (the jobs of
   a sweep over learning rates x seeds build each seed's data once); :func:`release_data`
   drops them when the sweep ends;
-* :func:`group_by_static` / :func:`data_groups`: jobs that share a program (same static
-  config) and, inside a batch, jobs that share a dataset;
+* :func:`group_by_static` / :func:`data_groups` / :func:`key_groups`: jobs that share a
+  program (same static config) and, inside a batch, jobs that share a dataset, and a seed;
 * :func:`plan_batches`: each group cut into batches of one grid shape, so a group
   compiles once; :func:`group_labels`: what tells the groups apart, for people.
 """
@@ -88,10 +88,23 @@ def data_groups(jobs: Sequence[Job]) -> list[list[int]]:
     return list(groups.values())
 
 
-def batch_shape(jobs: Sequence[Job]) -> tuple[int, int]:
-    """The smallest (datasets, jobs per dataset) grid that holds these jobs."""
-    grid = data_groups(jobs)
-    return len(grid), max(len(g) for g in grid)
+def key_groups(jobs: Sequence[Job]) -> list[list[list[int]]]:
+    """Indices of the jobs grouped by dataset (:func:`data_groups`), then, inside a dataset,
+    by seed: the jobs of one seed have one key, so they draw the same minibatches (and
+    resampled tasks), and a batch computes those once for all of them."""
+    rows = []
+    for row in data_groups(jobs):
+        seeds: dict[int, list[int]] = {}
+        for i in row:
+            seeds.setdefault(jobs[i].run.seed, []).append(i)
+        rows.append(list(seeds.values()))
+    return rows
+
+
+def batch_shape(jobs: Sequence[Job]) -> tuple[int, int, int]:
+    """The smallest (datasets, seeds per dataset, jobs per seed) grid that holds these jobs."""
+    grid = key_groups(jobs)
+    return len(grid), max(len(r) for r in grid), max(len(g) for r in grid for g in r)
 
 
 def group_by_static(runs: Sequence[RunConfig]) -> dict[tuple, list[int]]:
@@ -126,36 +139,49 @@ def group_labels(statics: Sequence[tuple]) -> dict[tuple, str]:
     }
 
 
-def _tiles(rows: list[list[int]], max_batch_size: int) -> tuple[list[list[int]], tuple[int, int]]:
-    """Cut a group's jobs, given as rows of jobs that share a dataset, into batches of one
-    grid shape (D datasets x M jobs, D * M <= max_batch_size): each batch takes up to D
-    rows and up to M jobs of each. The shape makes the fewest batches (then wastes the
-    fewest padded slots); every batch is padded to it, so the group compiles once."""
+def _tiles(rows: list[list[list[int]]], max_batch_size: int) -> tuple[list[list[int]], tuple[int, int, int]]:
+    """Cut a group's jobs, given as rows of jobs that share a dataset, each a list of the
+    jobs of one seed (:func:`key_groups`), into batches of one grid shape (D datasets x S
+    seeds x K jobs, D * S * K <= max_batch_size): each batch takes up to D rows, up to S
+    seeds of each and up to K jobs of each seed. The shape makes the fewest batches (then
+    wastes the fewest padded slots, then puts the most jobs on one seed); every batch is
+    padded to it, so the group compiles once."""
+    seeds = max(map(len, rows))
+    per_seed = max(len(g) for r in rows for g in r)
+
+    blocks = lambda d: [rows[b : b + d] for b in range(0, len(rows), d)]
+    sizes = lambda block, s, k: (-(-max(map(len, block)) // s), -(-max(len(g) for r in block for g in r) // k))
+
+    def cut(d, s, k):
+        for block in blocks(d):
+            n_s, n_k = sizes(block, s, k)
+            for a in range(n_s):
+                for c in range(n_k):
+                    tile = [i for r in block for g in r[a * s : (a + 1) * s] for i in g[c * k : (c + 1) * k]]
+                    if tile:
+                        yield tile
+
     best = None
-    for m in range(1, min(max(map(len, rows)), max_batch_size) + 1):
-        d = min(len(rows), max_batch_size // m)
-        count = sum(-(-max(map(len, rows[b : b + d])) // m) for b in range(0, len(rows), d))
-        cost = (count, count * d * m)
-        if best is None or cost < best[0]:
-            best = (cost, d, m)
-    _, d, m = best
-    tiles = []
-    for b in range(0, len(rows), d):
-        block = rows[b : b + d]
-        for k in range(-(-max(map(len, block)) // m)):
-            tiles.append([i for row in block for i in row[k * m : (k + 1) * m]])
-    return tiles, (d, m)
+    for k in range(1, min(per_seed, max_batch_size) + 1):
+        for s in range(1, min(seeds, max_batch_size // k) + 1):
+            d = min(len(rows), max_batch_size // (s * k))
+            count = sum(a * c for a, c in (sizes(block, s, k) for block in blocks(d)))  # (ragged grids: at most)
+            cost = (count, count * d * s * k, -k)  # then the most jobs per seed: the most sharing
+            if best is None or cost < best[0]:
+                best = (cost, (d, s, k))
+    shape = best[1]
+    return list(cut(*shape)), shape
 
 
 def plan_batches(jobs: Sequence[Job], pending: Sequence[int], max_batch_size: int):
     """Group pending jobs by static config and cut each group into batches of at most
     ``max_batch_size`` jobs that share one program shape: ``(groups, [(static, job
-    indices, (datasets, jobs per dataset))])``."""
+    indices, (datasets, seeds per dataset, jobs per seed))])``."""
     groups = group_by_static([jobs[i].run for i in pending])
     batches = []
     for static, members in groups.items():
         members = [pending[m] for m in members]
-        rows = [[members[k] for k in row] for row in data_groups([jobs[i] for i in members])]
+        rows = [[[members[k] for k in g] for g in row] for row in key_groups([jobs[i] for i in members])]
         tiles, shape = _tiles(rows, max_batch_size)
         batches.extend((static, tile, shape) for tile in tiles)
     return groups, batches

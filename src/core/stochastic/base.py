@@ -184,22 +184,24 @@ class SingleLoop(MethodBase):
         )
 
     def freeze(self, keep, moved: State, state: State) -> State:
-        """Every field freezes on divergence but the step counter and the samplers, which
-        stay the same in every job of a batch (unbatched, :meth:`batch_axes`), so that a
-        periodic full pass and an epoch's reshuffle are one branch (``lax.cond``), not both
-        under ``vmap``. (A diverged job's rows after its divergence are not kept, so where
+        """Every field freezes on divergence but the step counter, the samplers and the key,
+        which stay the same in every job of a batch, or of a seed (unbatched,
+        :meth:`batch_axes`), so that a periodic full pass and an epoch's reshuffle are one
+        branch (``lax.cond``), not both under ``vmap``, and jobs of one seed share their
+        minibatches. (A diverged job's rows after its divergence are not kept, so where
         its samplers are then does not show.)"""
-        clock = dict(t=None, inner=None, outer=None)
+        clock = dict(t=None, inner=None, outer=None, key=None)
         frozen_part = super().freeze(keep, moved._replace(**clock), state._replace(**clock))
-        return frozen_part._replace(t=moved.t, inner=moved.inner, outer=moved.outer)
+        return frozen_part._replace(t=moved.t, inner=moved.inner, outer=moved.outer, key=moved.key)
 
-    def batch_axes(self) -> State:
-        """The step counter, and the samplers' positions where every job draws the same
-        number of minibatches per step (not so under a random truncation: ``lockstep``),
-        are the same in every job of a batch."""
-        position = None if self.lockstep else 0
-        sampler = SamplerState(0, 0, position)
-        return State(0, 0, 0, None, sampler, sampler, 0, 0, 0)
+    def batch_axes(self, per_key: bool = False) -> State:
+        """Alike in every job of a batch: the step counter, and the samplers' positions where
+        every job draws the same number of minibatches per step (not so under a random
+        truncation: ``lockstep``); alike in the jobs of one key: the samplers and the key."""
+        position = None if self.lockstep or per_key else 0
+        drawn = None if per_key else 0
+        sampler = SamplerState(drawn, drawn, position)
+        return State(0, 0, 0, None, sampler, sampler, 0, 0, drawn)
 
     def report(self, state: State, dx, info_z, info_v, work: Work) -> Report:
         """The row of ``theta_t``: ``w = z_t``, ``grad`` = the outer direction, ``v = v_t``."""
