@@ -1,19 +1,35 @@
-"""The cost of one outer step of each single-loop method, alone and batched, against this
-machine's limits.
+"""The cost of one outer step of each single-loop method, alone and batched as a sweep
+batches it, against this machine's limits.
 
 Per method on ``quadratic_sum`` (benchmark_bilevel's quadratic: 32,768 inner and 1,024 outer
-samples, dims 100/10, minibatches of 64): µs per job-step of one job's program (compiled once,
-reused: what a user would otherwise run job after job) and of a ``--jobs``-job vmapped program,
-both compiled as a sweep compiles them (``src.sweep.programs.compiler_options``) and run
-``--steps`` steps without evaluation rows (those are full-batch passes, costed apart below);
-the ratio; and the roofline: the minibatch bytes a step must read per job (the sampled rows of
-the per-sample arrays, plus SABA's table rows, read and written) and its FLOPs
-(``compiled.cost_analysis()`` of the one-job program), against this machine's gather
-bandwidth and GEMM rate measured in the same process. Each method is compiled both with
-the sweep's options and with XLA's defaults (the before/after), and the four programs are
-timed in turn, best of ``--repeats``, since these shared machines are noisy.
+samples, dims 100/10, minibatches of 64), µs per job and outer step of:
 
-    python benchmarks/stochastic_step.py [--jobs 80] [--steps 300] [--repeats 5] [--methods soba,saba]
+* **alone**: one job's program (``jax.jit`` of the unbatched run, compiled once and reused:
+  what a user would otherwise run job after job);
+* **80 seeds**: 80 jobs of 80 different seeds in one program, laid out as the sweep lays
+  them out (``src.sweep.batching.Layout.shared``, grid (1, 80, 1)): every job draws its own
+  minibatches;
+* **grid**: the benchmark's grid, 8 settings (``step_size`` in {0.01, 0.1} x ``outer_ratio``
+  in {0.1, 1, 10, 100}) x 10 seeds, grid (1, 10, 8): the 8 jobs of a seed draw the same
+  minibatches, gathered once and multiplied with the 8 jobs' iterates at once.
+
+Each program runs ``--steps`` steps without evaluation rows, from a carry made by the
+sweep's ``init`` program, through the sweep's ``advance`` program (the carry's shared
+fields unbatched, as between a sweep's chunks), compiled with the sweep's options. The
+roofline: the bytes a step must read per job (the sampled rows of the per-sample arrays,
+once per seed, so divided by the jobs of a seed; plus SABA's table rows, read and written),
+against this machine's streaming bandwidth measured in the same process; FLOPs from
+``compiled.cost_analysis()`` of the one-job program (XLA counts a loop body once, so the
+inner-loop methods' 10-step loops are undercounted) against its GEMM rate. The programs of
+a method are timed in turn, best of ``--repeats``: these shared machines are noisy.
+
+Then the evaluation rows (``eval_every``: the losses, ||grad h||^2 and the gaps, full
+batch): µs per evaluated row and job, with the losses from the quadratic's stored means
+(``Objective.full_losses``) and from a pass over its samples (before), and what they add
+per step at the study's ``eval_every``. And SABA compiled with XLA's default options, whose
+copy insertion copies the SAGA tables every step (``src.sweep.programs.CPU_OPTIONS``).
+
+    python benchmarks/stochastic_step.py [--steps 200] [--repeats 3] [--methods soba,saba]
 """
 
 from __future__ import annotations
@@ -37,6 +53,9 @@ METHODS = ("soba", "saba", "srba", "amigo", "stocbio", "bsa", "ttsa", "mrbo", "s
 DRAWS = {"soba": (1, 1), "saba": (1, 1), "srba": (1, 1), "amigo": (21, 1), "stocbio": (21, 1), "bsa": (21, 1),
          "ttsa": (11, 1), "mrbo": (11, 1), "sustain": (11, 1), "fsla": (3, 2), "vrbo": (110, 10), "f2sa": (22, 11),
          "bome": (12, 1), "pzobo": (20, 1)}  # fmt: skip
+STEP_SIZES, RATIOS = (0.01, 0.1), (0.1, 1.0, 10.0, 100.0)
+LAYOUTS = {"80 seeds": (80, 1), "grid": (10, 8)}  # (seeds, jobs per seed)
+EVAL_EVERY = 80  # the study's eval_every on the quadratic for SOBA and SABA (sweeps/benchmark.yaml)
 
 
 def compose(*overrides):
@@ -47,29 +66,92 @@ def compose(*overrides):
         return hydra_compose(config_name="train", overrides=list(overrides))
 
 
-def program(method: str, jobs: int, steps: int, plain: bool):
-    """A compiled ``jobs``-member program of ``steps`` outer steps without evaluation rows,
-    its inputs, and the run's objective and data."""
-    from src.config import build_method, objective_of, validate
-    from src.core.loop import make_stepper
+def setup(method: str):
+    from src.config import objective_of, validate
     from src.sweep.plan import job_data
-    from src.sweep.programs import compiler_options
 
     run = validate(compose("objective=quadratic_sum", f"method={method}", "batch_size=64"))
     objective, data = objective_of(run.static), job_data(run)
-    data = {k: jnp.asarray(v, jnp.float32) for k, v in data.items()}
-    stepper = make_stepper(objective, steps + 1, None, steps + 1)  # row 0 is the only evaluation
-    methods = jax.tree.map(lambda x: jnp.stack([x] * jobs), build_method(run.tree))
-    keys = jax.random.split(jax.random.key(0), jobs)
+    return run, objective, {k: jnp.asarray(v, jnp.float32) for k, v in data.items()}
 
-    def steps_only(m, key):
-        carry = stepper.init(m, data, key)
-        carry, rows = stepper.advance(carry, m, data, steps, 1)  # from row 1: no evaluation inside
-        return carry.state.theta, rows["hypergrad_norm"]
 
-    lowered = jax.jit(jax.vmap(steps_only)).lower(methods, keys)
-    options = None if plain else compiler_options(jax.default_backend())
-    return lowered.compile(compiler_options=options), (methods, keys), objective, data
+def methods_on(method: str, seeds: int, per_seed: int):
+    """The methods of a (1, seeds, per_seed) grid: the benchmark's settings, in turn."""
+    from src.config import build_method, validate
+
+    settings = [(s, r) for s in STEP_SIZES for r in RATIOS]
+    runs = [[validate(compose("objective=quadratic_sum", f"method={method}", "batch_size=64",
+                              f"method.step_size={settings[k % 8][0]}", f"method.outer_ratio={settings[k % 8][1]}"))
+             for k in range(per_seed)]]  # fmt: skip
+    one = [build_method(r.tree) for r in runs[0]]
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *one)  # (per_seed,)
+    return jax.tree.map(lambda x: jnp.broadcast_to(x, (1, seeds, *x.shape)).astype(jnp.float32), stacked), runs
+
+
+def batched(method: str, seeds: int, per_seed: int, steps: int, evaluate: bool = False, options=True, objective=None):
+    """``(compiled advance, its arguments)``: the sweep's program of ``steps`` steps for a
+    (1, seeds, per_seed) grid, from the carry of its ``init`` program; ``evaluate``: an
+    evaluation row at every step, else none."""
+    from src.config import build_method
+    from src.core.loop import make_stepper
+    from src.sweep.batching import Layout, _on_dynamic
+    from src.sweep.programs import compiler_options
+
+    run, objective_, data = setup(method)
+    objective = objective or objective_
+    stepper = _on_dynamic(make_stepper(objective, steps + 1, None, 1 if evaluate else steps + 1))
+    methods, _ = methods_on(method, seeds, per_seed)
+    dynamic = {"method": methods, "data": jax.tree.map(lambda x: x[None], data)}
+    keys = jax.vmap(jax.vmap(jax.random.key))(jnp.arange(seeds, dtype=jnp.uint32)[None])
+    layout = Layout.shared(build_method(run.tree))
+    opts = compiler_options(jax.default_backend()) if options else None
+    init = jax.jit(layout.vmap(stepper.init, ("dynamic", "key"), "carry")).lower(dynamic, keys).compile(opts)
+    carry = init(dynamic, keys)
+    advance = layout.vmap(lambda c, d: stepper.advance(c, d, steps, 0 if evaluate else 1), ("carry", "dynamic"),
+                          ("carry", "rows"))  # fmt: skip
+    return jax.jit(advance).lower(carry, dynamic).compile(opts), (carry, dynamic)
+
+
+def alone(method: str, steps: int):
+    """One job's program, unbatched: ``(compiled, arguments, flops of one step)``."""
+    from src.config import build_method
+    from src.core.loop import make_stepper
+    from src.sweep.programs import compiler_options
+
+    run, objective, data = setup(method)
+    stepper = make_stepper(objective, steps + 1, None, steps + 1)
+    m = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), build_method(run.tree))
+    key = jax.random.key(0)
+    opts = compiler_options(jax.default_backend())
+    carry = jax.jit(stepper.init).lower(m, data, key).compile(opts)(m, data, key)
+    fn = jax.jit(lambda c, m: stepper.advance(c, m, data, steps, 1))
+    compiled = fn.lower(carry, m).compile(opts)
+    one = jax.make_jaxpr(lambda c, m: stepper.advance(c, m, data, 1, 1))(carry, m)
+    return compiled, (carry, m), dot_flops(one.jaxpr)
+
+
+def dot_flops(jaxpr) -> float:
+    """The FLOPs of a jaxpr's matrix products (``2 M N K`` each), a scan's body times its
+    length, a while loop's once (the samplers' few-round cycle walk), a branch's cheapest
+    side (SRBA's and VRBO's full passes come once a period): XLA's ``cost_analysis`` counts
+    every loop body once, which undercounts the inner-loop methods ten times."""
+    total = 0.0
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            (contract, _), (batch, _) = eqn.params["dimension_numbers"]
+            a = eqn.invars[0].aval.shape
+            out = eqn.outvars[0].aval.shape
+            total += 2.0 * np.prod(out) * np.prod([a[d] for d in contract])
+        elif eqn.primitive.name == "scan":
+            total += eqn.params["length"] * dot_flops(eqn.params["jaxpr"].jaxpr)
+        elif eqn.primitive.name == "cond":
+            total += min(dot_flops(b.jaxpr) for b in eqn.params["branches"])
+        else:
+            for name in ("jaxpr", "call_jaxpr", "fun_jaxpr", "body_jaxpr"):
+                sub = eqn.params.get(name)
+                if sub is not None:
+                    total += dot_flops(getattr(sub, "jaxpr", sub))
+    return total
 
 
 def timed(compiled, args, repeats: int) -> float:
@@ -82,83 +164,108 @@ def timed(compiled, args, repeats: int) -> float:
     return best
 
 
-def step_bytes(objective, data, method: str, batch: int = 64) -> float:
+def step_bytes(data, objective, method: str, per_seed: int, batch: int = 64) -> float:
     """Bytes one step must read per job: each sampled row of the per-sample arrays, once per
-    minibatch the method draws (SOBA/SABA: one inner, one outer), plus SABA's table rows of
-    the five directions, read and written."""
+    minibatch the method draws, shared by the ``per_seed`` jobs of a seed; plus SABA's
+    table rows of the five directions, read and written."""
     row = lambda keys: sum(int(np.prod(data[k].shape[1:])) for k in keys) * 4
-    inner, outer = row(objective.inner_samples), row(objective.outer_samples)
     draws = DRAWS[method]
-    total = batch * (draws[0] * inner + draws[1] * outer)
+    total = batch * (draws[0] * row(objective.inner_samples) + draws[1] * row(objective.outer_samples)) / per_seed
     if method == "saba":
         d_in, d_out = data["w0"].size, data["theta0"].size
         total += 2 * 4 * (3 * d_in + d_out + d_out + d_in)  # (z, v, x) inner rows, (z, x) outer rows
     return total
 
 
-def machine_limits(repeats: int) -> tuple[float, float, float]:
-    """(streaming bytes/s, gather bytes/s, GEMM FLOP/s) on this machine: the sum of a 256 MB
-    array, 80 x 64 rows of 100 float32 gathered from a (32768, 100) table at random starts,
-    and a (512, 512) x (512, 512) matmul."""
+def machine_limits(repeats: int) -> tuple[float, float]:
+    """(streaming bytes/s, GEMM FLOP/s) on this machine: the sum of a 256 MB array and a
+    (512, 512) x (512, 512) matmul."""
     big = jnp.ones((64 * 1024 * 1024,), jnp.float32)
     stream = 4 * big.size / timed(jax.jit(jnp.sum).lower(big).compile(), (big,), repeats)
-    table = jnp.asarray(np.random.default_rng(0).standard_normal((32768, 100)), jnp.float32)
-    starts = jnp.asarray(np.random.default_rng(1).integers(0, 32768 - 64, 80), jnp.int32)
-    gather = jax.jit(lambda t, s: jax.vmap(lambda i: jax.lax.dynamic_slice_in_dim(t, i, 64).sum(0))(s))
-    seconds = timed(gather.lower(table, starts).compile(), (table, starts), repeats * 20)
     a = jnp.ones((512, 512), jnp.float32)
-    matmul = jax.jit(lambda x: x @ x)
-    flops_s = 2 * 512**3 / timed(matmul.lower(a).compile(), (a,), repeats * 20)
-    return stream, 80 * 64 * 100 * 4 / seconds, flops_s
+    flops_s = 2 * 512**3 / timed(jax.jit(lambda x: x @ x).lower(a).compile(), (a,), repeats * 20)
+    return stream, flops_s
+
+
+def measure(method: str, steps: int, repeats: int) -> dict:
+    """µs per job-step alone and in each layout, the bytes per job-step and one step's FLOPs."""
+    one, one_args, flops = alone(method, steps)
+    programs = {"alone": (one, one_args, 1)}
+    for name, (seeds, per_seed) in LAYOUTS.items():
+        programs[name] = (*batched(method, seeds, per_seed, steps), seeds * per_seed)
+    best = {name: float("inf") for name in programs}
+    for _ in range(repeats):
+        for name, (compiled, args, _) in programs.items():
+            best[name] = min(best[name], timed(compiled, args, 1))
+    _, objective, data = setup(method)
+    out = {name: best[name] / steps / jobs * 1e6 for name, (_, _, jobs) in programs.items()}
+    out["bytes"] = {name: step_bytes(data, objective, method, LAYOUTS[name][1]) for name in LAYOUTS}
+    out["flops"] = flops
+    return out
+
+
+def evaluation_cost(steps: int, repeats: int) -> dict:
+    """µs per evaluated row and job (80 seeds of SOBA), losses from the stored means and from
+    a pass over the samples."""
+    _, objective, _ = setup("soba")
+    variants = {"means": objective, "pass": objective._replace(full_losses=None)}
+    plain = batched("soba", 80, 1, steps)
+    programs = {name: batched("soba", 80, 1, steps, evaluate=True, objective=o) for name, o in variants.items()}
+    best = {name: float("inf") for name in ("plain", *programs)}
+    for _ in range(repeats):
+        best["plain"] = min(best["plain"], timed(*plain, 1))
+        for name, program in programs.items():
+            best[name] = min(best[name], timed(*program, 1))
+    return {name: (best[name] - best["plain"]) / steps / 80 * 1e6 for name in programs} | {
+        "step": best["plain"] / steps / 80 * 1e6
+    }
+
+
+def saba_default_options(steps: int, repeats: int) -> tuple[float, float]:
+    """SABA on 80 seeds compiled with XLA's defaults against the sweep's options (µs/job-step)."""
+    plain, sweep = batched("saba", 80, 1, steps, options=False), batched("saba", 80, 1, steps)
+    best = [float("inf")] * 2
+    for _ in range(repeats):
+        for i, program in enumerate((plain, sweep)):
+            best[i] = min(best[i], timed(*program, 1))
+    return best[0] / steps / 80 * 1e6, best[1] / steps / 80 * 1e6
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--jobs", type=int, default=80)
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated; default: every method")
+    p.add_argument("--no-extras", action="store_true", help="skip the evaluation rows and SABA's XLA defaults")
     args = p.parse_args()
-    stream, bandwidth, gemm = machine_limits(args.repeats)
-    print(f"this machine: streaming {stream / 1e9:.1f} GB/s, gather {bandwidth / 1e9:.1f} GB/s, "
-          f"GEMM {gemm / 1e9:.1f} GFLOP/s; {args.jobs} jobs x {args.steps} steps; each figure the best of "
-          f"{args.repeats} runs, the four programs of a method timed in turn")  # fmt: skip
-    print("| method | options | alone µs/job-step | batched µs/job-step | batched gain | bytes/job-step | "
-          "floor µs (stream / gather) | batched / floor | MFLOP/job-step | GFLOP/s batched |")  # fmt: skip
-    print("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|")
+    stream, gemm = machine_limits(args.repeats)
+    print(f"this machine: streaming {stream / 1e9:.1f} GB/s, GEMM {gemm / 1e9:.1f} GFLOP/s; {args.steps} steps; "
+          f"each figure the best of {args.repeats} runs, a method's programs timed in turn")  # fmt: skip
+    print(
+        "| method | alone µs/job-step | 80 seeds µs/job-step | gain | grid 10x8 µs/job-step | gain | "
+        "bytes/job-step (80 seeds / grid) | floor µs (grid) | grid / floor | MFLOP/job-step | GFLOP/s (grid) |"
+    )
+    print("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
     per = {}
     for method in args.methods.split(","):
-        built = {}
-        for plain in (True, False):
-            for jobs in (1, args.jobs):
-                built[plain, jobs] = program(method, jobs, args.steps, plain)
-        best = {key: float("inf") for key in built}
-        for compiled, inputs, _, _ in built.values():
-            jax.block_until_ready(compiled(*inputs))  # warm
-        for _ in range(args.repeats):
-            for key, (compiled, inputs, _, _) in built.items():
-                best[key] = min(best[key], timed(compiled, inputs, 1))
-        _, _, objective, data = built[True, 1]
-        nbytes = step_bytes(objective, data, method)
-        floor, gather_floor = nbytes / stream * 1e6, nbytes / bandwidth * 1e6
-        for plain in (True, False):
-            alone = best[plain, 1] / args.steps * 1e6
-            batched = best[plain, args.jobs] / args.steps / args.jobs * 1e6
-            per[method, plain] = batched
-            cost = built[plain, 1][0].cost_analysis()
-            cost = cost[0] if isinstance(cost, list) else cost
-            flops = float(cost.get("flops", 0.0))  # XLA counts a loop's body once: one step's FLOPs
-            print(f"| {method} | {'XLA default' if plain else 'the sweep'} | {alone:.1f} | {batched:.1f} | "
-                  f"{alone / batched:.1f}x | {nbytes / 1e3:.0f} KB | {floor:.1f} / {gather_floor:.1f} | "
-                  f"{batched / floor:.1f}x / {batched / gather_floor:.1f}x | {flops / 1e6:.2f} | "
-                  f"{flops / batched / 1e3:.1f} |")  # fmt: skip
-    for plain in (True, False):
-        if ("saba", plain) not in per or ("soba", plain) not in per:
-            break
-        print(
-            f"SABA / SOBA batched ({'XLA default' if plain else 'the sweep'}): "
-            f"{per['saba', plain] / per['soba', plain]:.2f}"
-        )
+        m = per[method] = measure(method, args.steps, args.repeats)
+        floor = m["bytes"]["grid"] / stream * 1e6
+        print(f"| {method} | {m['alone']:.1f} | {m['80 seeds']:.1f} | {m['alone'] / m['80 seeds']:.1f}x | "
+              f"{m['grid']:.1f} | {m['alone'] / m['grid']:.1f}x | {m['bytes']['80 seeds'] / 1e3:.0f} / "
+              f"{m['bytes']['grid'] / 1e3:.0f} KB | {floor:.1f} | {m['grid'] / floor:.1f}x | {m['flops'] / 1e6:.2f} | "
+              f"{m['flops'] / m['grid'] / 1e3:.1f} |", flush=True)  # fmt: skip
+    if "soba" in per and "saba" in per:
+        for name in LAYOUTS:
+            print(f"SABA / SOBA ({name}): {per['saba'][name] / per['soba'][name]:.2f}")
+    if args.no_extras:
+        return
+    e = evaluation_cost(args.steps // 2, args.repeats)
+    share, before = e["means"] / EVAL_EVERY, e["pass"] / EVAL_EVERY
+    print(f"evaluation row, per job (SOBA, 80 seeds): {e['means']:.1f} µs with the losses from the stored means, "
+          f"{e['pass']:.1f} µs with a pass over the samples; at eval_every={EVAL_EVERY}: +{share:.2f} "
+          f"µs (+{before:.2f} before) on a {e['step']:.1f} µs step")  # fmt: skip
+    default, sweep = saba_default_options(args.steps, args.repeats)
+    print(f"SABA, 80 seeds: {default:.1f} µs/job-step with XLA's default options, {sweep:.1f} with the sweep's")
 
 
 if __name__ == "__main__":

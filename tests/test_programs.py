@@ -1,11 +1,15 @@
 """The compiled programs themselves: a batched SABA program updates its SAGA tables in place;
-a batch run in chunks keeps its step counter unbatched, so its branches stay branches.
+a batch run in chunks keeps its step counter unbatched, so its branches stay branches; the
+jobs of one seed gather their minibatches once.
 
-XLA's copy insertion used to copy every table (jobs x batches x dimension floats) twice per
-step inside the vmapped loop; the sweep compiles with region analysis on CPU
-(``src.sweep.programs.CPU_OPTIONS``), which proves the in-place update safe. This test reads
-the optimized HLO of the program a sweep runs and fails on any copy of a table-sized buffer
-inside a loop body, so that the regression cannot come back silently."""
+XLA's copy insertion used to copy every SAGA table (jobs x batches x dimension floats) twice
+per step inside the vmapped loop: the old rows were read at the start of a step and the new
+ones written later, and without region analysis it cannot tell that the read comes first.
+SABA now reads the next step's rows right after the write (``src.core.stochastic.soba``),
+so the read depends on the write. These tests read the optimized HLO of the program a sweep
+runs and fail on any copy of a table-sized buffer inside a loop body, with the sweep's
+compiler options and with XLA's defaults, so that the regression cannot come back silently;
+a loop that reads a row before writing it shows that the check finds such copies."""
 
 from __future__ import annotations
 
@@ -77,8 +81,27 @@ def test_the_batched_saba_program_updates_its_tables_in_place(tmp_path):
     assert jax.default_backend() == "cpu"
     table = JOBS * (32768 // 64) * 100  # the batch's largest SAGA table: jobs x batches x dim_inner
     assert not table_copies(_saba_program(tmp_path / "sweep"), table)
-    # without region analysis, XLA copies the tables in the loop: the check is a real one
-    assert table_copies(_saba_program(tmp_path / "plain", options={}), table)
+    assert not table_copies(_saba_program(tmp_path / "plain", options={}), table)
+
+
+def test_a_read_before_the_write_copies_the_table_so_the_check_is_real():
+    """SAGA's loop as SABA had it: the old row read before the new one is written. With
+    XLA's defaults the compiled loop copies the table; with region analysis it does not."""
+    import jax.numpy as jnp
+
+    def saga_loop(table, index, g):
+        def body(i, carry):
+            t, average = carry
+            old = jax.lax.dynamic_index_in_dim(t, index[i], keepdims=False)
+            return jax.lax.dynamic_update_index_in_dim(t, g * i, index[i], 0), average + (g * i - old) / 16
+
+        return jax.lax.fori_loop(0, 50, body, (table, jnp.zeros_like(g)))
+
+    args = (jnp.zeros((JOBS, 512, 100)), jnp.zeros((JOBS, 50), jnp.int32), jnp.ones((JOBS, 100)))
+    lowered = jax.jit(jax.vmap(saga_loop)).lower(*args)
+    assert table_copies(lowered.compile(compiler_options={}).as_text(), JOBS * 512 * 100)
+    region = {"xla_cpu_copy_insertion_use_region_analysis": True}
+    assert not table_copies(lowered.compile(compiler_options=region).as_text(), JOBS * 512 * 100)
 
 
 def _small_batch(tmp_path, method: str, *extra: str, programs=None) -> list:

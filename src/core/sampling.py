@@ -93,7 +93,7 @@ class Sampler(NamedTuple):
         return SamplerState(key, jax.random.bits(sub, (ROUNDS,), jnp.uint32), jnp.asarray(0, jnp.int32))
 
     def next(self, state: SamplerState) -> tuple[Batch, SamplerState]:
-        index = shuffled(state.position, state.rounds, self.batches)
+        index = upcoming(state, self.batches)
         position = state.position + 1
         wrap = position == self.batches  # a new epoch: a new order
         if self.full:
@@ -112,6 +112,11 @@ class Sampler(NamedTuple):
         start = index * min(self.size, self.n)
         count = jnp.minimum(self.size, self.n - start)
         return Batch(index, start.astype(jnp.int32), count / self.n), state
+
+
+def upcoming(state: SamplerState, batches: int):
+    """The index of the batch that the next draw from ``state`` returns (``Sampler.next``)."""
+    return shuffled(state.position, state.rounds, batches)
 
 
 def count(data, keys: tuple[str, ...]) -> int:

@@ -61,10 +61,11 @@ class Programs:
         return self._executables[key], time.perf_counter() - t
 
 
-# XLA's copy insertion on CPU cannot tell, without region analysis, that the read of a SAGA
-# table's old rows comes before the in-place write of the new ones, so it copied every table
-# twice per step inside the vmapped loop (80 jobs x 5 tables: ~70 MB a step); with it the
-# tables are updated in place, bit for bit the same results (tests/test_programs.py).
+# XLA's copy insertion on CPU cannot tell, without region analysis, that a read of a
+# loop-carried buffer comes before an in-place write to it, and copies the buffer: SABA's
+# SAGA tables were copied twice per step that way (80 jobs x 5 tables: ~70 MB a step) until
+# SABA read its rows after the write (src.core.stochastic.soba). Region analysis keeps any
+# other such pattern in place too, with the same results (tests/test_programs.py).
 CPU_OPTIONS = {"xla_cpu_copy_insertion_use_region_analysis": True}
 
 

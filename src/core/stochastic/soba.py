@@ -19,7 +19,7 @@ import optax
 from src.core.frozen import frozen, static
 from src.core.objective import Objective
 from src.core.protocol import Report
-from src.core.sampling import Batch
+from src.core.sampling import Batch, upcoming
 from src.core.stochastic.base import Oracles, Schedule, SingleLoop, State, add, axpy, info, lin, tmap
 
 
@@ -52,14 +52,19 @@ class SOBA(SingleLoop):
         return moved, self.report(s, dx, info(1, optax.tree.norm(gz)), lin(1, optax.tree.norm(dv)), o.count(3, 2))
 
 
-def saga(g, table, average, batch: Batch):
-    """SAGA's estimate of a direction: ``g - table[i] + average``; table and average updated."""
-    old = tmap(lambda t: jax.lax.dynamic_index_in_dim(t, batch.index, keepdims=False), table)
+def saga(g, table, average, old, batch: Batch):
+    """SAGA's estimate of a direction: ``g - table[i] + average`` (``old`` = ``table[i]``);
+    table and average updated."""
     diff = tmap(jnp.subtract, g, old)
     direction = add(diff, average)
     average = tmap(lambda a, d: a + batch.weight * d, average, diff)
     table = tmap(lambda t, gi: jax.lax.dynamic_update_index_in_dim(t, gi, batch.index, 0), table, g)
     return direction, table, average
+
+
+def rows(table, index):
+    """Row ``index`` of a table."""
+    return tmap(lambda t: jax.lax.dynamic_index_in_dim(t, index, keepdims=False), table)
 
 
 def tables(n: int, tree):
@@ -69,7 +74,14 @@ def tables(n: int, tree):
 
 @frozen
 class SABA(SOBA):
-    """SABA (Dagréou et al. 2022): SOBA with SAGA estimates of its five directions."""
+    """SABA (Dagréou et al. 2022): SOBA with SAGA estimates of its five directions.
+
+    ``memory = (tables, averages, rows)``: ``rows`` are the table rows of the batches the
+    next step draws, read at the end of this step from the tables just written (the
+    samplers know the next batch in advance, :func:`~src.core.sampling.upcoming`). Read
+    there, the read follows the write in the data flow, and XLA updates the tables in place;
+    read at the start of the next step, before the write, XLA's copy insertion could not
+    tell that the read comes first and copied every table twice per step."""
 
     name: ClassVar[str] = "saba"
 
@@ -79,8 +91,8 @@ class SABA(SOBA):
         z, x = s.z, s.theta
         per_in, per_out = o.inner.batches, o.outer.batches
         t = (tables(per_in, z), tables(per_in, z), tables(per_in, x), tables(per_out, z), tables(per_out, x))
-        averages = tmap(lambda a: jnp.zeros(a.shape[1:], a.dtype), t)
-        return s._replace(memory=(t, averages))
+        zero_rows = tmap(lambda a: jnp.zeros(a.shape[1:], a.dtype), t)
+        return s._replace(memory=(t, zero_rows, zero_rows))
 
     def freeze(self, keep, moved: State, state: State) -> State:
         """The iterates freeze on divergence, the SAGA tables do not: selecting them would
@@ -89,8 +101,11 @@ class SABA(SOBA):
         return frozen_part._replace(memory=moved.memory)
 
     def estimate(self, s: State, d, b_in: Batch, b_out: Batch):
-        tabs, averages = s.memory
+        tabs, averages, olds = s.memory
         batches = (b_in, b_in, b_in, b_out, b_out)
-        out = [saga(g, t, a, b) for g, t, a, b in zip(d, tabs, averages, batches, strict=True)]
-        directions = tuple(o[0] for o in out)
-        return directions, s._replace(memory=(tuple(o[1] for o in out), tuple(o[2] for o in out)))
+        out = [saga(*a) for a in zip(d, tabs, averages, olds, batches, strict=True)]
+        directions, tabs = tuple(o[0] for o in out), tuple(o[1] for o in out)
+        count = lambda tab: jax.tree.leaves(tab)[0].shape[0]
+        upcoming_in, upcoming_out = upcoming(s.inner, count(tabs[0])), upcoming(s.outer, count(tabs[3]))
+        olds = tuple(rows(t, i) for t, i in zip(tabs, (upcoming_in,) * 3 + (upcoming_out,) * 2, strict=True))
+        return directions, s._replace(memory=(tabs, tuple(o[2] for o in out), olds))
