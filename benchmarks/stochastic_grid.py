@@ -14,9 +14,11 @@ each over the benchmark's step-size grid (``step_size`` in {0.01, 0.1} x ``outer
   ``--basic-jobs`` jobs per method, extrapolated to 80 from its cost per job.
 
 Also XLA's memory figure per job of the batched program (``memory_analysis`` of the
-compiled 80-job program, divided by 80) against one job's program.
+compiled 80-job program, divided by 80) against one job's program, and, per method, one
+step alone and batched against the machine's limits (``benchmarks/stochastic_step.py``'s
+table, for SOBA and SABA; that script measures every method).
 
-    python benchmarks/stochastic_grid.py [--steps 3000] [--basic-jobs 4]
+    python benchmarks/stochastic_grid.py [--steps 3000] [--basic-jobs 4] [--no-fresh-jit]
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ def sweep_wall(args: list[str], out: Path) -> float:
     return elapsed
 
 
-def sequential(steps: int) -> dict[str, float]:
+def sequential(steps: int, fresh: bool = True) -> dict[str, float]:
     """(a): the jobs one after another in this process, unbatched."""
     import jax
 
@@ -80,9 +82,9 @@ def sequential(steps: int) -> dict[str, float]:
         run = make_run(objective, steps, None, 100)
         # every job its own jit: a new function object, so nothing is shared
         t = time.perf_counter()
-        for r in runs:
-            fresh = jax.jit(lambda m, d, k, run=run: run(m, d, k))
-            jax.block_until_ready(fresh(build_method(r.tree), data, jax.random.key(r.seed)))
+        for r in runs if fresh else ():
+            jitted = jax.jit(lambda m, d, k, run=run: run(m, d, k))
+            jax.block_until_ready(jitted(build_method(r.tree), data, jax.random.key(r.seed)))
         out["fresh_jit_s"] += time.perf_counter() - t
         # one program per method, reused job after job
         t = time.perf_counter()
@@ -102,8 +104,8 @@ def memory(steps: int) -> tuple[float, float]:
 
     from src.config import build_method, objective_of, validate
     from src.core.loop import make_run
-    from src.sweep.batching import cast, stack_shared
-    from src.sweep.plan import Job, job_data
+    from src.sweep.batching import Layout, _shared_layout, cast, stack_shared
+    from src.sweep.plan import Job, batch_shape, job_data
     from tests.conftest import compose
 
     runs = [validate(compose(*common(steps), *job)) for job in grid("saba")]
@@ -117,8 +119,9 @@ def memory(steps: int) -> tuple[float, float]:
 
     one = size(jax.jit(run).lower(build_method(runs[0].tree), data, jax.random.key(0)).compile())
     jobs = [Job(r, Path("/nonexistent")) for r in runs]
-    dynamic, keys = stack_shared(jobs, [list(range(len(jobs)))], jax.numpy.float32)
-    fn = jax.vmap(jax.vmap(lambda d, k: run(d["method"], d["data"], k), in_axes=({"method": 0, "data": None}, 0)))
+    dynamic, keys = stack_shared(jobs, _shared_layout(jobs, batch_shape(jobs))[0], jax.numpy.float32)
+    layout = Layout.shared(build_method(runs[0].tree))
+    fn = layout.vmap(lambda d, k: run(d["method"], d["data"], k), ("dynamic", "key"), "rows")
     batched = size(jax.jit(fn).lower(dynamic, keys).compile())
     return one, batched / len(jobs)
 
@@ -127,6 +130,8 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--basic-jobs", type=int, default=4, help="jobs per method through the basic launcher")
+    p.add_argument("--no-fresh-jit", action="store_true", help="skip the slowest baseline, a fresh jit per job")
+    p.add_argument("--step-steps", type=int, default=200, help="steps of the per-method table's programs")
     args = p.parse_args()
     n = len(grid("soba"))
     print(f"quadratic_sum, SOBA and SABA x {len(STEP_SIZES)} step sizes x {len(RATIOS)} outer ratios x "
@@ -145,11 +150,11 @@ def main() -> None:
                  "method.outer_ratio=choice(1.0)",
                  "seed=" + ",".join(map(str, SEEDS[: args.basic_jobs])), "hydra/launcher=basic"]  # fmt: skip
         basic = sweep_wall(small, Path(tmp) / "basic")
-    seq = sequential(args.steps)
+    seq = sequential(args.steps, fresh=not args.no_fresh_jit)
     basic_all = basic / (len(METHODS) * args.basic_jobs) * len(METHODS) * n
     rows = [
         ("batched sweep (one process)", batched),
-        ("(a) one after another, a fresh jit per job", seq["fresh_jit_s"]),
+        *([] if args.no_fresh_jit else [("(a) one after another, a fresh jit per job", seq["fresh_jit_s"])]),
         ("(a) one after another, one compiled program per method", seq["reused_s"] + seq["compile_once_s"]),
         (f"(b) Hydra's basic launcher (extrapolated from {args.basic_jobs} jobs per method)", basic_all),
     ]
@@ -160,6 +165,10 @@ def main() -> None:
     one, per_job = memory(args.steps)
     print(f"XLA memory: one job's program {one / 2**20:.2f} MiB; per job inside the 80-job program "
           f"{per_job / 2**20:.2f} MiB (the {n} jobs share one copy of the data)")  # fmt: skip
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import stochastic_step
+
+    stochastic_step.table(METHODS, args.step_steps, 3)
 
 
 if __name__ == "__main__":

@@ -158,6 +158,20 @@ def test_own_objective_gets_each_jobs_seed_without_declaring_it(tmp_path):
     assert "Warning: seed=0,1 changes nothing in these jobs: objective 'toy'" in toy.stderr
 
 
+def test_the_seed_warning_names_the_jobs_whose_seeds_are_copies():
+    """In a sweep that mixes a full-batch deterministic method with a minibatch one, the
+    warning names the group whose seeds change nothing, not the whole sweep."""
+    from src.config import validate
+    from src.sweep.plan import unused_seeds
+
+    def runs(*overrides):
+        return [validate(compose("objective=quadratic_sum", *overrides, f"seed={s}")) for s in (1, 2)]
+
+    mixed = unused_seeds(runs("method=bome", "batch_size=null") + runs("method=soba", "batch_size=64"))
+    assert mixed.startswith("Warning: seed=1,2 changes nothing in the jobs of objective=quadratic_sum method=bome:")
+    assert unused_seeds(runs("method=soba", "batch_size=64")) is None
+
+
 OBJECTIVE_YAMLS = sorted(
     [*(ROOT / "conf" / "objective").glob("*.yaml"), *(ROOT / "examples" / "conf" / "objective").glob("*.yaml")]
 )

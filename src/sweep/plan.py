@@ -213,12 +213,17 @@ def unused_seeds(runs: Sequence[RunConfig]) -> str | None:
         if not seed_used(run):
             rest = tuple(sorted((k, v) for k, v in run.dynamic.items() if k != "seed"))
             copies.setdefault((run.static, rest), set()).add(run.seed)
-    seeds = sorted({s for group in copies.values() if len(group) > 1 for s in group})
-    if not seeds:
+    wasted = {key: group for key, group in copies.items() if len(group) > 1}
+    if not wasted:
         return None
-    name = unflatten(dict(runs[0].static))["objective"].get("name", "the objective")
+    seeds = sorted({s for group in wasted.values() for s in group})
+    statics = list(dict.fromkeys(static for static, _ in wasted))
+    names = {unflatten(dict(st))["objective"].get("name", "the objective") for st in statics}
+    where = "these jobs" if len(statics) == len({r.static for r in runs}) else "the jobs of " + "; ".join(
+        static_label(st) for st in statics
+    )
     return (
-        f"Warning: seed={','.join(map(str, seeds))} changes nothing in these jobs: objective {name!r}'s data do "
-        "not depend on the seed and the method draws nothing at random, so the jobs of each seed are copies (a "
-        "spread over them is not a spread over seeds)."
+        f"Warning: seed={','.join(map(str, seeds))} changes nothing in {where}: objective "
+        f"{', '.join(map(repr, sorted(names)))}'s data do not depend on the seed and the method draws nothing at "
+        "random, so the jobs of each seed are copies (a spread over them is not a spread over seeds)."
     )
