@@ -20,7 +20,6 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import jax  # noqa: E402
-
 import stochastic_step  # noqa: E402
 
 KINDS = (  # (kind, pattern of the op's name), first match wins

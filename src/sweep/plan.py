@@ -219,8 +219,10 @@ def unused_seeds(runs: Sequence[RunConfig]) -> str | None:
     seeds = sorted({s for group in wasted.values() for s in group})
     statics = list(dict.fromkeys(static for static, _ in wasted))
     names = {unflatten(dict(st))["objective"].get("name", "the objective") for st in statics}
-    where = "these jobs" if len(statics) == len({r.static for r in runs}) else "the jobs of " + "; ".join(
-        static_label(st) for st in statics
+    where = (
+        "these jobs"
+        if len(statics) == len({r.static for r in runs})
+        else "the jobs of " + "; ".join(static_label(st) for st in statics)
     )
     return (
         f"Warning: seed={','.join(map(str, seeds))} changes nothing in {where}: objective "
