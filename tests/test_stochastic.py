@@ -99,7 +99,8 @@ SMALL = ("objective=quadratic_sum", "objective.n_inner=1000", "objective.n_outer
 def test_minibatch_runs_are_random_reproducible_and_batch_invariant(tmp_path, method):
     """Every minibatch method: different seeds give different trajectories; the same seed,
     run again, is bit-identical; the same job inside a batch of other step sizes, outer
-    ratios and seeds, one of them with its seed, equals it run alone (1e-5, float32). (BOME and PZOBO run full batch in
+    ratios and seeds, one of them with its seed, equals it run with copies of itself (1e-5,
+    float32): nothing of the other jobs leaks into it. (BOME and PZOBO run full batch in
     the benchmark: tests/test_method_loops.py checks them, PZOBO's draws included.)"""
     import pandas as pd
 
@@ -116,9 +117,13 @@ def test_minibatch_runs_are_random_reproducible_and_batch_invariant(tmp_path, me
     def read(j):
         return pd.read_parquet(j.out_dir / "metrics.parquet")
 
+    # every run on the batch's grid shape (1 dataset, 3 seeds, 2 jobs per seed), padded: one
+    # compiled program for the whole test (tests/test_stochastic.py::test_job_alone_equals_job_in_a_batch
+    # compares a job's own unbatched program with a batch)
+    shape = (1, 3, 2)
     a, b, again = job("a", 1), job("b", 2), job("again", 1)
     for j in (a, b, again):
-        run_batch([j], programs=programs)
+        run_batch([j], programs=programs, shape=shape)
     ma, mb, mc = read(a), read(b), read(again)
     assert np.array_equal(ma["hypergrad_norm"].to_numpy(), mc["hypergrad_norm"].to_numpy())
     assert not np.allclose(ma["hypergrad_norm"].to_numpy(), mb["hypergrad_norm"].to_numpy())
@@ -130,7 +135,8 @@ def test_minibatch_runs_are_random_reproducible_and_batch_invariant(tmp_path, me
     # o3 shares inside's seed: the two draw their minibatches once (the batch's (dataset, seed, job) layout)
     batch = [job("o1", 2, "method.step_size=0.05"), inside, job("o2", 3, "method.outer_ratio=10.0"),
              job("o3", 1, "method.step_size=0.05")]  # fmt: skip
-    run_batch(batch, programs=programs)
+    run_batch(batch, programs=programs, shape=shape)
+    assert programs.built == 1
     mi = read(inside)
     for col in ("hypergrad_norm", "grad_h_sq", "outer_loss", "oracle_inner", "oracle_outer"):
         np.testing.assert_allclose(mi[col], ma[col], rtol=1e-5, atol=0, err_msg=col)
