@@ -75,34 +75,33 @@ def setup(method: str):
     return run, objective, {k: jnp.asarray(v, jnp.float32) for k, v in data.items()}
 
 
-def methods_on(method: str, seeds: int, per_seed: int):
-    """The methods of a (1, seeds, per_seed) grid: the benchmark's settings, in turn."""
-    from src.config import build_method, validate
+def jobs_on(method: str, seeds: int, per_seed: int) -> list:
+    """The jobs of a (1, seeds, per_seed) grid: the benchmark's settings in turn, seeds 0, 1, ..."""
+    from src.config import validate
+    from src.sweep.plan import Job
 
     settings = [(s, r) for s in STEP_SIZES for r in RATIOS]
-    runs = [[validate(compose("objective=quadratic_sum", f"method={method}", "batch_size=64",
-                              f"method.step_size={settings[k % 8][0]}", f"method.outer_ratio={settings[k % 8][1]}"))
-             for k in range(per_seed)]]  # fmt: skip
-    one = [build_method(r.tree) for r in runs[0]]
-    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *one)  # (per_seed,)
-    return jax.tree.map(lambda x: jnp.broadcast_to(x, (1, seeds, *x.shape)).astype(jnp.float32), stacked), runs
+    runs = [validate(compose("objective=quadratic_sum", f"method={method}", "batch_size=64",
+                             f"method.step_size={settings[k % 8][0]}", f"method.outer_ratio={settings[k % 8][1]}"))
+            for k in range(per_seed)]  # fmt: skip
+    with_seed = lambda r, seed: r._replace(tree={**r.tree, "seed": seed}, dynamic={**r.dynamic, "seed": seed})
+    return [Job(with_seed(r, seed), Path("/nonexistent")) for seed in range(seeds) for r in runs]
 
 
 def batched(method: str, seeds: int, per_seed: int, steps: int, evaluate: bool = False, options=True, objective=None):
     """``(compiled advance, its arguments)``: the sweep's program of ``steps`` steps for a
-    (1, seeds, per_seed) grid, from the carry of its ``init`` program; ``evaluate``: an
-    evaluation row at every step, else none."""
+    (1, seeds, per_seed) grid, its inputs stacked by the sweep's own functions, from the
+    carry of its ``init`` program; ``evaluate``: an evaluation row at every step, else none."""
     from src.config import build_method
     from src.core.loop import make_stepper
-    from src.sweep.batching import Layout, _on_dynamic
+    from src.sweep.batching import Layout, _on_dynamic, _shared_layout, stack_shared
+    from src.sweep.plan import batch_shape
     from src.sweep.programs import compiler_options
 
-    run, objective_, data = setup(method)
-    objective = objective or objective_
-    stepper = _on_dynamic(make_stepper(objective, steps + 1, None, 1 if evaluate else steps + 1))
-    methods, _ = methods_on(method, seeds, per_seed)
-    dynamic = {"method": methods, "data": jax.tree.map(lambda x: x[None], data)}
-    keys = jax.vmap(jax.vmap(jax.random.key))(jnp.arange(seeds, dtype=jnp.uint32)[None])
+    run, objective_, _ = setup(method)
+    stepper = _on_dynamic(make_stepper(objective or objective_, steps + 1, None, 1 if evaluate else steps + 1))
+    jobs = jobs_on(method, seeds, per_seed)
+    dynamic, keys = stack_shared(jobs, _shared_layout(jobs, batch_shape(jobs))[0], jnp.float32)
     layout = Layout.shared(build_method(run.tree))
     opts = compiler_options(jax.default_backend()) if options else None
     init = jax.jit(layout.vmap(stepper.init, ("dynamic", "key"), "carry")).lower(dynamic, keys).compile(opts)

@@ -190,8 +190,8 @@ class SingleLoop(MethodBase):
         branch (``lax.cond``), not both under ``vmap``, and jobs of one seed share their
         minibatches. (A diverged job's rows after its divergence are not kept, so where
         its samplers are then does not show.)"""
-        clock = dict(t=None, inner=None, outer=None, key=None)
-        frozen_part = super().freeze(keep, moved._replace(**clock), state._replace(**clock))
+        unfrozen = dict(t=None, inner=None, outer=None, key=None)
+        frozen_part = super().freeze(keep, moved._replace(**unfrozen), state._replace(**unfrozen))
         return frozen_part._replace(t=moved.t, inner=moved.inner, outer=moved.outer, key=moved.key)
 
     def batch_axes(self, per_key: bool = False) -> State:
