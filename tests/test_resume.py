@@ -53,6 +53,27 @@ def test_results_of_other_settings_are_refused_before_anything_is_written(tmp_pa
     assert resumed.returncode == 0 and json.loads((out / "sweep_summary.json").read_text())["resumed"] == 2
 
 
+def test_an_interrupted_batch_of_other_settings_is_not_taken_over(tmp_path):
+    """A chunked batch stopped mid-run leaves job directories without results and its
+    progress in .checkpoints/; a sweep of other values into that directory would take the
+    directories and orphan the progress: refused, nothing touched, and the interrupted
+    sweep's own command still runs there."""
+    out = tmp_path / "sweep"
+    assert cli("-m", *BASE, "lr=0.01,0.1", f"hydra.sweep.dir={out}").returncode == 0
+    for job in ("0", "1"):  # what the interrupted batch leaves: no results, its checkpoint
+        for name in ("summary.json", "metrics.parquet", "params.npz"):
+            (out / job / name).unlink()
+    (out / ".checkpoints").mkdir()
+    (out / ".checkpoints" / "batch-0123456789abcdef.npz").write_bytes(b"progress")
+    before = _state(out)
+    proc = cli("-m", *BASE, "lr=0.5,1.0", f"hydra.sweep.dir={out}")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"{out} holds an interrupted batch of other settings" in proc.stderr and "lr=0.01" in proc.stderr
+    assert "hydra.launcher.overwrite=true" in proc.stderr and _state(out) == before
+    own = cli("-m", *BASE, "lr=0.01,0.1", f"hydra.sweep.dir={out}")
+    assert own.returncode == 0 and json.loads((out / "sweep_summary.json").read_text())["completed"] == 2
+
+
 def test_two_jobs_in_one_directory_are_refused(tmp_path):
     out = tmp_path / "sweep"
     proc = cli("-m", *BASE, "lr=0.01,0.1", "hydra.sweep.subdir=same", f"hydra.sweep.dir={out}")

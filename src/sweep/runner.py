@@ -89,13 +89,38 @@ def check_job_dirs(entries, runs, overwrite: bool = False) -> None:
         if isinstance(stored, dict) and stored.get("config") is not None:
             if stored_fingerprint(stored) != run.fingerprint:
                 conflicts.append(f"job {Path(out_dir).name}: {_differences(stored['config'], run.tree)}")
+    sweep_dir = Path(entries[0][1]).parent
     if conflicts:
-        sweep_dir = Path(entries[0][1]).parent
         listed = "; ".join(conflicts[:3]) + (f"; and {len(conflicts) - 3} more jobs" if len(conflicts) > 3 else "")
         refuse(
             f"Error: {sweep_dir} holds results of other settings for {len(conflicts)} of {len(entries)} jobs "
             f"({listed}).\n  Choose a new hydra.sweep.dir, or pass hydra.launcher.overwrite=true to replace them."
         )
+    interrupted = _interrupted_elsewhere(entries, sweep_dir)
+    if interrupted:
+        refuse(
+            f"Error: {sweep_dir} holds an interrupted batch of other settings, its progress in "
+            f"{sweep_dir / '.checkpoints'} ({interrupted}).\n  Rerun that sweep's own command to resume it, choose "
+            "a new hydra.sweep.dir, or pass hydra.launcher.overwrite=true to discard it."
+        )
+
+
+def _interrupted_elsewhere(entries, sweep_dir: Path) -> str | None:
+    """Where a sweep directory holds a mid-batch checkpoint and a job directory was started
+    with other overrides than this sweep gives it: the first such job, else None. (Running
+    this sweep there would take those directories and leave the checkpoint unresumable.)"""
+    import yaml
+
+    if not any((sweep_dir / ".checkpoints").glob("*.npz")):
+        return None
+    for _, out_dir, overrides in entries:
+        try:
+            stored = yaml.safe_load((Path(out_dir) / ".hydra" / "overrides.yaml").read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        if isinstance(stored, list) and stored != list(overrides):
+            return f"job {Path(out_dir).name}: {' '.join(map(str, stored))}"
+    return None
 
 
 def make_jobs(entries, runs) -> list[Job]:
